@@ -1,0 +1,154 @@
+"""The ``lossatlas`` command line. Each command parses options and calls one library function.
+
+User errors (:class:`~lossatlas.errors.LossAtlasError`, and OS errors such as a read-only
+folder) print one line on stderr and exit with code 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lossatlas.config import Config, load_config
+from lossatlas.errors import LossAtlasError
+
+app = typer.Typer(
+    name="lossatlas",
+    help="Map the large-scale structure of neural-network loss landscapes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+T = TypeVar("T")
+USER_ERROR = 2
+
+# ----------------------------------------------------------------------------- shared options
+
+OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output folder; the store is "
+                                         "OUT/atlas.zarr.")]
+PresetOption = Annotated[str, typer.Option(help="Preset name (smoke, quick, ...).")]
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file; "
+                                                   "overrides the preset.")]
+OverridesArg = Annotated[list[str] | None, typer.Argument(
+    help="Dotted overrides such as train.lr=0.1 model.width=64.", show_default=False)]
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+
+
+def _guarded(debug: bool, action: Callable[[], T]) -> T:
+    """Run ``action``; turn user errors into one line on stderr and exit code 2."""
+    if debug:
+        return action()
+    try:
+        return action()
+    except LossAtlasError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    except OSError as exc:  # e.g. disk full or permissions changing under a running job
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        err_console.print(f"[bold red]error:[/] {exc.strerror or exc}{where}", highlight=False,
+                          soft_wrap=True)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: re-run the same command to resume", highlight=False)
+        raise typer.Exit(130) from None
+    raise typer.Exit(USER_ERROR)
+
+
+def _resolve_config(preset: str, config: Path | None, overrides: list[str] | None,
+                    flags: dict[str, Any]) -> Config:
+    return load_config(preset=preset, file=config, overrides=overrides or [], flags=flags)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+@app.command()
+def train(
+    out: OutOption = Path("out/atlas"),
+    preset: PresetOption = "quick",
+    config: ConfigOption = None,
+    members: Annotated[int | None, typer.Option(help="Population size K.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    data: Annotated[str | None, typer.Option(help="Dataset name (mnist1d, digits, npz, "
+                                             "mnist, fashion_mnist, cifar10).")] = None,
+    data_path: Annotated[Path | None, typer.Option(help="File or folder of the dataset.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name (mlp, cnn1d, simplecnn, "
+                                              "resnet, wrn).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Base learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Root seed.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    overrides: OverridesArg = None,
+    debug: DebugOption = False,
+) -> None:
+    """Train a population of networks in lock-step and write it to the store."""
+    from lossatlas.stages import train_stage
+
+    def action() -> None:
+        flags = {"train.members": members, "train.epochs": epochs, "data.name": data,
+                 "data.path": str(data_path) if data_path else None, "model.name": model,
+                 "train.lr": lr, "seed": seed, "device": device}
+        cfg = _resolve_config(preset, config, overrides, flags)
+        summary = train_stage(cfg, out)
+        _print_train_summary(summary)
+        if summary.diverged.all():
+            raise _diverged_error(summary.diverged)
+
+    _guarded(debug, action)
+
+
+def _diverged_error(diverged: Any) -> LossAtlasError:
+    return LossAtlasError(
+        f"all {len(diverged)} members diverged (loss became NaN or inf); lower the learning rate"
+    )
+
+
+def _print_train_summary(summary: Any) -> None:
+    table = Table(title=f"population in {summary.out} (D = {summary.dim:,})")
+    table.add_column("member", justify="right")
+    names = list(summary.final)
+    for name in names:
+        table.add_column(name.replace("_", " "), justify="right")
+    for k in range(summary.members):
+        row = [str(k)] + [f"{summary.final[n][k]:.4f}" for n in names]
+        if summary.diverged[k]:
+            row[0] += " (diverged)"
+        table.add_row(*row)
+    console.print(table)
+    status = (f"ran {len(summary.ran_units)} unit(s), skipped {summary.skipped_units} already "
+              f"complete, in {summary.seconds:.1f} s")
+    console.print(status, highlight=False)
+    n_div = int(summary.diverged.sum())
+    if 0 < n_div < summary.members:
+        err_console.print(f"warning: {n_div} of {summary.members} members diverged and were "
+                          "frozen; their metrics are NaN", highlight=False)
+
+
+@app.command()
+def show(
+    out: Annotated[Path, typer.Argument(help="Output folder holding atlas.zarr.")],
+    debug: DebugOption = False,
+) -> None:
+    """List what the atlas store in OUT holds."""
+    from lossatlas.store import AtlasStore
+
+    def action() -> None:
+        store = AtlasStore.open(out, read_only=True)
+        console.print(store.to_rich())
+
+    _guarded(debug, action)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="lossatlas")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

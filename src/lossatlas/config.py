@@ -1,0 +1,227 @@
+"""Validated configuration: pydantic models of every option, YAML presets, dotted overrides.
+
+Precedence, lowest to highest: model defaults < preset < ``--config`` file < ``key=value``
+overrides < explicit CLI flags. Unknown keys are errors (``extra="forbid"``), so a typo never
+silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lossatlas.errors import ConfigError
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "available_presets",
+    "load_config",
+]
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys and wrong types are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(StrictModel):
+    """Which dataset, and how it is split, corrupted and augmented."""
+
+    name: str = Field("mnist1d", description="registry name: mnist1d, digits, npz, mnist, "
+                      "fashion_mnist, cifar10")
+    path: Path | None = Field(None, description="file or folder for npz / mnist / "
+                              "fashion_mnist / cifar10")
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of train held out")
+    label_noise: float = Field(0.0, ge=0.0, le=1.0, description="probability p that a train "
+                               "label is replaced by a uniform random class")
+    augment: bool = Field(False, description="random crop + flip for images (ignored for 1-D)")
+    n_train: int | None = Field(None, gt=0, description="use only the first n train samples")
+    n_test: int | None = Field(None, gt=0, description="use only the first n test samples")
+    seed: int = Field(0, description="seed for the split, the label noise and generation")
+
+
+class ModelConfig(StrictModel):
+    """Which architecture. ``None`` means the architecture's own default."""
+
+    name: str = Field("mlp", description="registry name: mlp, cnn1d, simplecnn, resnet, wrn")
+    width: int | None = Field(None, gt=0, description="hidden units (mlp) or base channels")
+    depth: int | None = Field(None, gt=0, description="hidden layers (mlp), conv blocks "
+                              "(cnn1d), or total depth (resnet 6n+2, wrn 6n+4)")
+    activation: Literal["relu", "tanh", "gelu"] | None = None
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    width_multiplier: float = Field(1.0, gt=0.0, description="scales every hidden width")
+    batchnorm: bool | None = Field(None, description="BatchNorm after hidden layers")
+
+
+class ScheduleConfig(StrictModel):
+    """Learning-rate schedule, as a multiplier of the base LR per step."""
+
+    kind: Literal["constant", "step", "cosine", "cyclic"] = "constant"
+    milestones: list[float] = Field(default_factory=list, description="step: epochs at "
+                                    "which the LR is multiplied by gamma")
+    gamma: float = Field(0.1, gt=0.0)
+    min_factor: float = Field(0.0, ge=0.0, le=1.0, description="cosine/cyclic: lowest LR as "
+                              "a fraction of the base")
+    cycle_epochs: float = Field(1.0, gt=0.0, description="cyclic: length of one cycle")
+
+
+class TrainConfig(StrictModel):
+    """A population of members trained in lock-step."""
+
+    members: int = Field(4, gt=0)
+    epochs: int = Field(10, ge=0)
+    batch_size: int = Field(128, gt=0)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum, or Adam beta1")
+    beta2: float = Field(0.999, gt=0.0, lt=1.0)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0.0)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    start: Literal["independent", "shared"] = Field(
+        "independent", description="per-member init seeds, or one shared start point"
+    )
+    snapshot_every: int = Field(0, ge=0, description="store params every N units (0: never)")
+    snapshot_unit: Literal["epoch", "step"] = "epoch"
+    members_per_unit: int = Field(16, gt=0, description="members trained together as one "
+                                  "unit of work (the fan-out grain)")
+    eval_batch_size: int = Field(2048, gt=0)
+    compile: bool = Field(False, description="torch.compile the vectorised step")
+
+
+class Config(StrictModel):
+    """Everything one lossatlas run needs."""
+
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["float32", "float64"] = "float32"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _check_cross_fields(self) -> Config:
+        if self.data.name in {"npz", "mnist", "fashion_mnist", "cifar10"} and self.data.path is None:
+            raise ValueError(f"data.path is required for data.name={self.data.name}")
+        return self
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def available_presets() -> list[str]:
+    """Names of the presets shipped in ``lossatlas/presets``."""
+    folder = resources.files("lossatlas") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, source: str) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}: malformed YAML{where}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{source}: expected a mapping of options, got {type(loaded).__name__}")
+    return loaded
+
+
+def _preset_dict(name: str) -> dict[str, Any]:
+    if name not in available_presets():
+        raise ConfigError(f"preset '{name}' not found (available: {', '.join(available_presets())})")
+    text = (resources.files("lossatlas") / "presets" / f"{name}.yaml").read_text()
+    return _read_yaml(text, f"preset {name}")
+
+
+def _file_dict(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file unreadable: {path} ({exc})") from exc
+    return _read_yaml(text, str(path))
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any, source: str) -> None:
+    node = tree
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply dotted ``key=value`` overrides; values are parsed as YAML scalars or lists."""
+    tree = _deep_merge({}, tree)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. train.lr=0.1)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override '{item}': value is not valid YAML") from exc
+        _set_dotted(tree, key, value, f"override '{item}'")
+    return tree
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "config"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown option"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"invalid config: {where}: {message}{more}"
+
+
+def validate_config(tree: dict[str, Any]) -> Config:
+    """Build a :class:`Config` from a plain dict, raising :class:`ConfigError` in one line."""
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from exc
+
+
+def load_config(
+    preset: str | None = None,
+    file: Path | None = None,
+    overrides: list[str] | None = None,
+    flags: dict[str, Any] | None = None,
+) -> Config:
+    """Resolve preset, file, overrides and CLI flags (dotted keys) into a validated config."""
+    tree: dict[str, Any] = _preset_dict(preset) if preset else {}
+    if file is not None:
+        tree = _deep_merge(tree, _file_dict(file))
+    tree = apply_overrides(tree, list(overrides or []))
+    for key, value in (flags or {}).items():
+        if value is not None:  # an option the user did not give leaves the config alone
+            _set_dotted(tree, key, value, f"option {key}")
+    return validate_config(tree)

@@ -1,0 +1,210 @@
+"""The ``train`` stage: a population trained in units of work and written to the atlas store.
+
+Layout written under group ``train`` (``K`` members, ``D`` parameters, ``E`` epochs)::
+
+    init (K, D), params (K, D)           chunked by unit (members_per_unit rows)
+    diverged (K,)
+    history/{split}_{loss,acc} (K, E+1)  split in train, val, test; column 0 is before training
+    buffers/<name> (K, *shape)           BatchNorm statistics, when the model has any
+    snapshots (K, S, D)                  when train.snapshot_every > 0; chunk (1, 1, D)
+
+Each unit trains members ``[start, stop)`` and writes only its own rows, so units can run on any
+executor in any order; its marker is written after its last row.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lossatlas.config import Config
+from lossatlas.data import Dataset, load_dataset
+from lossatlas.execute import Executor, LocalExecutor, Unit, run_units
+from lossatlas.models import build_model
+from lossatlas.optim import HyperParams
+from lossatlas.params import ParamSpace
+from lossatlas.population import METRICS, TrainPlan, fit_members, initial_points
+from lossatlas.runtime import resolve_device, resolve_dtype
+from lossatlas.seeding import derive_seed
+from lossatlas.store import AtlasStore
+
+__all__ = ["TRAIN_GROUP", "TrainSummary", "open_store", "train_stage"]
+
+TRAIN_GROUP = "train"
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """What the train stage did, for the CLI to print."""
+
+    out: Path
+    members: int
+    dim: int
+    ran_units: list[str]
+    skipped_units: int
+    final: dict[str, np.ndarray]  # "{split}_{metric}" -> (K,) at the last epoch
+    diverged: np.ndarray  # (K,) bool
+    seconds: float
+
+
+def config_fingerprint(config: Config) -> dict[str, Any]:
+    """The settings that determine the numbers; the device is free to change between runs."""
+    tree = config.model_dump(mode="json")
+    tree.pop("device", None)
+    return tree
+
+
+def open_store(out: str | Path, config: Config) -> AtlasStore:
+    """Open or create ``OUT/atlas.zarr`` for ``config`` (refusing a store of another config)."""
+    return AtlasStore.open(out, config=config.model_dump(mode="json"),
+                           fingerprint=config_fingerprint(config))
+
+
+@lru_cache(maxsize=4)
+def _dataset(config_json: str) -> Dataset:
+    # Units of one run share a process on the local executor; build the data once.
+    config = Config.model_validate_json(config_json)
+    device, dtype = resolve_device(config.device), resolve_dtype(config.dtype)
+    return load_dataset(config.data).to(device, dtype)
+
+
+def _template(config: Config, dataset: Dataset) -> torch.nn.Module:
+    model = build_model(config.model, dataset.input_shape, dataset.num_classes,
+                        seed=derive_seed(config.seed, "template"))
+    device, dtype = resolve_device(config.device), resolve_dtype(config.dtype)
+    return model.to(device=device, dtype=dtype)
+
+
+def train_stage(
+    config: Config, out: str | Path, *, executor: Executor | None = None
+) -> TrainSummary:
+    """Train ``config.train.members`` members and write them to ``OUT/atlas.zarr``.
+
+    Completed units are skipped, so re-running after an interruption resumes.
+    """
+    started = time.perf_counter()
+    store = open_store(out, config)
+    dataset = _dataset(config.model_dump_json())
+    model = _template(config, dataset)
+    space = ParamSpace(model)
+    members, dim, epochs = config.train.members, space.dim, config.train.epochs
+    per_unit = config.train.members_per_unit
+    store.ensure_group(TRAIN_GROUP, attrs={
+        "members": members, "dim": dim, "epochs": epochs,
+        "param_names": list(space.names),
+        "param_shapes": [list(s.shape) for s in space.slots],
+        "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes,
+        "seeds": {"root": config.seed, "data": config.data.seed},
+    }, fingerprint=config_fingerprint(config))
+    _create_arrays(store, config, space, dataset, model)
+    units = [
+        Unit(id=f"members-{start:04d}-{min(start + per_unit, members) - 1:04d}",
+             fn=train_unit,
+             args=(str(out), config.model_dump_json(), start, min(start + per_unit, members)),
+             weight=min(per_unit, members - start))
+        for start in range(0, members, per_unit)
+    ]
+    ran = run_units(executor or LocalExecutor(), store, TRAIN_GROUP, units,
+                    description="train")
+    seconds = time.perf_counter() - started
+    if ran:
+        store.record_timing(TRAIN_GROUP, "train", seconds)
+    final = {name: store.read(f"{TRAIN_GROUP}/history/{name}")[:, -1]
+             for name in _metric_names(dataset)}
+    return TrainSummary(
+        out=Path(out), members=members, dim=dim, ran_units=ran,
+        skipped_units=len(units) - len(ran), final=final,
+        diverged=store.read(f"{TRAIN_GROUP}/diverged"), seconds=seconds,
+    )
+
+
+def _metric_names(dataset: Dataset) -> list[str]:
+    splits = ["train", "val", "test"] if dataset.x_val.shape[0] else ["train", "test"]
+    return [f"{s}_{m}" for s in splits for m in METRICS]
+
+
+def _snapshot_count(config: Config, steps_per_epoch: int) -> int:
+    train = config.train
+    if train.snapshot_every == 0:
+        return 0
+    total = train.epochs if train.snapshot_unit == "epoch" else train.epochs * steps_per_epoch
+    return total // train.snapshot_every + 1
+
+
+def _create_arrays(store: AtlasStore, config: Config, space: ParamSpace, dataset: Dataset,
+                   model: torch.nn.Module) -> None:
+    """Create every array up front (idempotent), so units only ever write their own rows."""
+    k, d, e = config.train.members, space.dim, config.train.epochs
+    rows = min(config.train.members_per_unit, k)
+    group = TRAIN_GROUP
+    for name in ("init", "params"):
+        store.create_array(f"{group}/{name}", (k, d), "float32", (rows, d))
+    store.create_array(f"{group}/diverged", (k,), "bool", (rows,))
+    for name in _metric_names(dataset):
+        store.create_array(f"{group}/history/{name}", (k, e + 1), "float32", (rows, e + 1))
+    for name, buf in model.named_buffers():
+        shape = tuple(buf.shape)
+        store.create_array(f"{group}/buffers/{name}", (k, *shape), str(buf.dtype).split(".")[-1],
+                           (rows, *shape))
+    steps_per_epoch = -(-dataset.x_train.shape[0] // config.train.batch_size)
+    snapshots = _snapshot_count(config, steps_per_epoch)
+    if snapshots:
+        store.create_array(f"{group}/snapshots", (k, snapshots, d), "float32", (1, 1, d),
+                           attrs={"unit": config.train.snapshot_unit,
+                                  "every": config.train.snapshot_every})
+
+
+def train_unit(out: str, config_json: str, start: int, stop: int) -> None:
+    """Train members ``[start, stop)`` and write their rows. Runs on any executor."""
+    config = Config.model_validate_json(config_json)
+    store = AtlasStore.open(out, create=False)
+    dataset = _dataset(config_json)
+    space = ParamSpace(_template(config, dataset))
+    ids = torch.arange(start, stop)
+    train = config.train
+    init = initial_points(space, stop - start, seed=config.seed, start=train.start,
+                          member_ids=ids.tolist())
+    hp = HyperParams.build(init, lr=train.lr, weight_decay=train.weight_decay,
+                           momentum=train.momentum)
+    plan = TrainPlan(
+        epochs=train.epochs, batch_size=train.batch_size, optimizer=train.optimizer,
+        nesterov=train.nesterov, beta2=train.beta2, schedule=train.schedule, seed=config.seed,
+        snapshot_every=train.snapshot_every, snapshot_unit=train.snapshot_unit,
+        eval_batch_size=train.eval_batch_size, compile=train.compile,
+    )
+    splits = {"train": dataset.split("train"), "test": dataset.split("test")}
+    if dataset.x_val.shape[0]:
+        splits["val"] = dataset.split("val")
+    augment = _augmenter(config, dataset)
+
+    def write_snapshot(index: int, step: int, params: torch.Tensor) -> None:
+        store.write(f"{TRAIN_GROUP}/snapshots", (slice(start, stop), index), params)
+
+    population = fit_members(
+        space, init, *dataset.split("train"), plan=plan, hp=hp, member_ids=ids,
+        eval_splits=splits, augment=augment,
+        on_snapshot=write_snapshot if train.snapshot_every else None,
+    )
+    rows = (slice(start, stop),)
+    store.write(f"{TRAIN_GROUP}/init", rows, population.init)
+    for name, values in population.history.items():
+        store.write(f"{TRAIN_GROUP}/history/{name}", rows, values)
+    for name, values in population.buffers.items():
+        store.write(f"{TRAIN_GROUP}/buffers/{name}", rows, values)
+    store.write(f"{TRAIN_GROUP}/diverged", rows, population.diverged)
+    # params last: together with the marker it says the unit's members are finished.
+    store.write(f"{TRAIN_GROUP}/params", rows, population.params)
+
+
+def _augmenter(config: Config, dataset: Dataset):  # type: ignore[no-untyped-def]
+    if not (config.data.augment and dataset.is_image):
+        return None
+    from lossatlas.data import augment_batch
+
+    return augment_batch

@@ -18,8 +18,13 @@ def tiny_mlp(inputs: int = 5, hidden: int = 7, classes: int = 3) -> nn.Module:
     return nn.Sequential(nn.Linear(inputs, hidden), nn.Tanh(), nn.Linear(hidden, classes))
 
 
-def blobs(n: int = 64, inputs: int = 5, classes: int = 3, seed: int = 0,
-          dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+def blobs(
+    n: int = 64,
+    inputs: int = 5,
+    classes: int = 3,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Separable-ish Gaussian blobs: X (n, inputs), y (n,)."""
     g = torch.Generator().manual_seed(seed)
     y = torch.arange(n) % classes

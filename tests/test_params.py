@@ -72,7 +72,8 @@ def test_filter_normalisation_matches_filter_norms_and_zeroes_biases_and_bn() ->
             torch.testing.assert_close(
                 tensor.reshape(tensor.shape[0], -1).norm(dim=1),
                 w[name].reshape(tensor.shape[0], -1).norm(dim=1),
-                rtol=1e-5, atol=1e-6,
+                rtol=1e-5,
+                atol=1e-6,
             )
 
 

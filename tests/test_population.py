@@ -27,18 +27,30 @@ def test_member_in_population_matches_member_trained_alone() -> None:
     x, y = blobs(80, dtype=torch.float64)
     model = tiny_mlp().double()
     space = ParamSpace(model)
-    plan = TrainPlan(epochs=3, batch_size=16, seed=7,
-                     schedule=ScheduleConfig(kind="cosine", min_factor=0.1))
+    plan = TrainPlan(
+        epochs=3, batch_size=16, seed=7, schedule=ScheduleConfig(kind="cosine", min_factor=0.1)
+    )
     init = initial_points(space, 3, seed=7)
     lrs = [0.05, 0.1, 0.2]
     together = fit_members(
-        space, init, x, y, plan=plan, hp=HyperParams.build(init, lr=lrs, weight_decay=1e-3),
-        member_ids=torch.arange(3), eval_splits={"train": (x, y)},
+        space,
+        init,
+        x,
+        y,
+        plan=plan,
+        hp=HyperParams.build(init, lr=lrs, weight_decay=1e-3),
+        member_ids=torch.arange(3),
+        eval_splits={"train": (x, y)},
     )
     alone = fit_members(
-        space, init[1:2], x, y, plan=plan,
+        space,
+        init[1:2],
+        x,
+        y,
+        plan=plan,
         hp=HyperParams.build(init[1:2], lr=lrs[1], weight_decay=1e-3),
-        member_ids=torch.tensor([1]), eval_splits={"train": (x, y)},
+        member_ids=torch.tensor([1]),
+        eval_splits={"train": (x, y)},
     )
     torch.testing.assert_close(together.params[1], alone.params[0], rtol=1e-10, atol=1e-12)
 
@@ -47,8 +59,17 @@ def test_population_matches_a_plain_pytorch_loop() -> None:
     """The functional SGD + vmap path equals nn.Module + torch.optim with the same data order."""
     x, y = blobs(70, dtype=torch.float64)
     model = tiny_mlp().double()
-    pop = train_population(model, (x, y), members=2, epochs=2, batch_size=16, lr=0.1,
-                           momentum=0.9, weight_decay=1e-3, seed=3)
+    pop = train_population(
+        model,
+        (x, y),
+        members=2,
+        epochs=2,
+        batch_size=16,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=1e-3,
+        seed=3,
+    )
     space = ParamSpace(model)
     for k in range(2):
         space.load(pop.init[k])
@@ -66,8 +87,9 @@ def test_population_matches_a_plain_pytorch_loop() -> None:
 def test_diverging_member_is_marked_and_others_continue() -> None:
     x, y = blobs(64)
     relu_mlp = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 3))
-    pop = train_population(relu_mlp, (x, y), members=3, epochs=3, batch_size=16,
-                           lr=[0.05, 1e30, 0.05], momentum=0.0)
+    pop = train_population(
+        relu_mlp, (x, y), members=3, epochs=3, batch_size=16, lr=[0.05, 1e30, 0.05], momentum=0.0
+    )
     assert pop.diverged.tolist() == [False, True, False]
     assert torch.isnan(pop.history["train_loss"][1, -1])
     assert torch.isfinite(pop.history["train_loss"][[0, 2]]).all()
@@ -77,8 +99,9 @@ def test_diverging_member_is_marked_and_others_continue() -> None:
 def test_shared_start_and_snapshots() -> None:
     x, y = blobs(64)
     model = tiny_mlp()
-    pop = train_population(model, (x, y), members=2, epochs=4, batch_size=16, start="shared",
-                           snapshot_every=2)
+    pop = train_population(
+        model, (x, y), members=2, epochs=4, batch_size=16, start="shared", snapshot_every=2
+    )
     torch.testing.assert_close(pop.init[0], pop.init[1])
     torch.testing.assert_close(pop.init[0], ParamSpace(model).flatten())
     assert pop.snapshots is not None
@@ -92,17 +115,25 @@ def test_shared_start_and_snapshots() -> None:
 def test_streamed_step_snapshots() -> None:
     x, y = blobs(64)
     seen: list[tuple[int, int]] = []
-    train_population(tiny_mlp(), (x, y), members=2, epochs=2, batch_size=16,
-                     snapshot_every=3, snapshot_unit="step",
-                     on_snapshot=lambda i, step, p: seen.append((i, step)))
+    train_population(
+        tiny_mlp(),
+        (x, y),
+        members=2,
+        epochs=2,
+        batch_size=16,
+        snapshot_every=3,
+        snapshot_unit="step",
+        on_snapshot=lambda i, step, p: seen.append((i, step)),
+    )
     assert seen == [(0, 0), (1, 3), (2, 6)]
 
 
 def test_batchnorm_buffers_are_per_member_and_adam_trains() -> None:
     x, y = blobs(64)
     model = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
-    pop = train_population(model, (x, y), members=2, epochs=2, batch_size=16, optimizer="adam",
-                           lr=1e-2)
+    pop = train_population(
+        model, (x, y), members=2, epochs=2, batch_size=16, optimizer="adam", lr=1e-2
+    )
     mean = pop.buffers["1.running_mean"]
     assert mean.shape == (2, 8)
     assert not torch.allclose(mean[0], mean[1])

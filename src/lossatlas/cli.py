@@ -33,13 +33,19 @@ USER_ERROR = 2
 
 # ----------------------------------------------------------------------------- shared options
 
-OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output folder; the store is "
-                                         "OUT/atlas.zarr.")]
+OutOption = Annotated[
+    Path, typer.Option("--out", "-o", help="Output folder; the store is OUT/atlas.zarr.")
+]
 PresetOption = Annotated[str, typer.Option(help="Preset name (smoke, quick, ...).")]
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file; "
-                                                   "overrides the preset.")]
-OverridesArg = Annotated[list[str] | None, typer.Argument(
-    help="Dotted overrides such as train.lr=0.1 model.width=64.", show_default=False)]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config file; overrides the preset.")
+]
+OverridesArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Dotted overrides such as train.lr=0.1 model.width=64.", show_default=False
+    ),
+]
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
 
 
@@ -53,16 +59,18 @@ def _guarded(debug: bool, action: Callable[[], T]) -> T:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
     except OSError as exc:  # e.g. disk full or permissions changing under a running job
         where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
-        err_console.print(f"[bold red]error:[/] {exc.strerror or exc}{where}", highlight=False,
-                          soft_wrap=True)
+        err_console.print(
+            f"[bold red]error:[/] {exc.strerror or exc}{where}", highlight=False, soft_wrap=True
+        )
     except KeyboardInterrupt:
         err_console.print("interrupted: re-run the same command to resume", highlight=False)
         raise typer.Exit(130) from None
     raise typer.Exit(USER_ERROR)
 
 
-def _resolve_config(preset: str, config: Path | None, overrides: list[str] | None,
-                    flags: dict[str, Any]) -> Config:
+def _resolve_config(
+    preset: str, config: Path | None, overrides: list[str] | None, flags: dict[str, Any]
+) -> Config:
     return load_config(preset=preset, file=config, overrides=overrides or [], flags=flags)
 
 
@@ -76,11 +84,14 @@ def train(
     config: ConfigOption = None,
     members: Annotated[int | None, typer.Option(help="Population size K.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
-    data: Annotated[str | None, typer.Option(help="Dataset name (mnist1d, digits, npz, "
-                                             "mnist, fashion_mnist, cifar10).")] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="Dataset name (mnist1d, digits, npz, mnist, fashion_mnist, cifar10)."),
+    ] = None,
     data_path: Annotated[Path | None, typer.Option(help="File or folder of the dataset.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model name (mlp, cnn1d, simplecnn, "
-                                              "resnet, wrn).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model name (mlp, cnn1d, simplecnn, resnet, wrn).")
+    ] = None,
     lr: Annotated[float | None, typer.Option(help="Base learning rate.")] = None,
     seed: Annotated[int | None, typer.Option(help="Root seed.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
@@ -91,9 +102,16 @@ def train(
     from lossatlas.stages import train_stage
 
     def action() -> None:
-        flags = {"train.members": members, "train.epochs": epochs, "data.name": data,
-                 "data.path": str(data_path) if data_path else None, "model.name": model,
-                 "train.lr": lr, "seed": seed, "device": device}
+        flags = {
+            "train.members": members,
+            "train.epochs": epochs,
+            "data.name": data,
+            "data.path": str(data_path) if data_path else None,
+            "model.name": model,
+            "train.lr": lr,
+            "seed": seed,
+            "device": device,
+        }
         cfg = _resolve_config(preset, config, overrides, flags)
         summary = train_stage(cfg, out)
         _print_train_summary(summary)
@@ -121,13 +139,18 @@ def _print_train_summary(summary: Any) -> None:
             row[0] += " (diverged)"
         table.add_row(*row)
     console.print(table)
-    status = (f"ran {len(summary.ran_units)} unit(s), skipped {summary.skipped_units} already "
-              f"complete, in {summary.seconds:.1f} s")
+    status = (
+        f"ran {len(summary.ran_units)} unit(s), skipped {summary.skipped_units} already "
+        f"complete, in {summary.seconds:.1f} s"
+    )
     console.print(status, highlight=False)
     n_div = int(summary.diverged.sum())
     if 0 < n_div < summary.members:
-        err_console.print(f"warning: {n_div} of {summary.members} members diverged and were "
-                          "frozen; their metrics are NaN", highlight=False)
+        err_console.print(
+            f"warning: {n_div} of {summary.members} members diverged and were "
+            "frozen; their metrics are NaN",
+            highlight=False,
+        )
 
 
 @app.command()

@@ -37,17 +37,23 @@ class StrictModel(BaseModel):
 class DataConfig(StrictModel):
     """Which dataset, and how it is split, corrupted and augmented."""
 
-    name: str = Field("mnist1d", description="registry name: mnist1d, digits, npz, mnist, "
-                      "fashion_mnist, cifar10")
-    path: Path | None = Field(None, description="file or folder for npz / mnist / "
-                              "fashion_mnist / cifar10")
+    name: str = Field(
+        "mnist1d", description="registry name: mnist1d, digits, npz, mnist, fashion_mnist, cifar10"
+    )
+    path: Path | None = Field(
+        None, description="file or folder for npz / mnist / fashion_mnist / cifar10"
+    )
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of train held out")
-    label_noise: float = Field(0.0, ge=0.0, le=1.0, description="probability p that a train "
-                               "label is replaced by a uniform random class")
+    label_noise: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="probability p that a train label is replaced by a uniform random class",
+    )
     augment: bool = Field(False, description="random crop + flip for images (ignored for 1-D)")
     n_train: int | None = Field(None, gt=0, description="use only the first n train samples")
     n_test: int | None = Field(None, gt=0, description="use only the first n test samples")
-    seed: int = Field(0, description="seed for the split, the label noise and generation")
+    seed: int = Field(0, description="seed for the split, subsampling and label noise")
 
 
 class ModelConfig(StrictModel):
@@ -55,8 +61,12 @@ class ModelConfig(StrictModel):
 
     name: str = Field("mlp", description="registry name: mlp, cnn1d, simplecnn, resnet, wrn")
     width: int | None = Field(None, gt=0, description="hidden units (mlp) or base channels")
-    depth: int | None = Field(None, gt=0, description="hidden layers (mlp), conv blocks "
-                              "(cnn1d), or total depth (resnet 6n+2, wrn 6n+4)")
+    depth: int | None = Field(
+        None,
+        gt=0,
+        description="hidden layers (mlp), conv blocks "
+        "(cnn1d), or total depth (resnet 6n+2, wrn 6n+4)",
+    )
     activation: Literal["relu", "tanh", "gelu"] | None = None
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     width_multiplier: float = Field(1.0, gt=0.0, description="scales every hidden width")
@@ -67,11 +77,13 @@ class ScheduleConfig(StrictModel):
     """Learning-rate schedule, as a multiplier of the base LR per step."""
 
     kind: Literal["constant", "step", "cosine", "cyclic"] = "constant"
-    milestones: list[float] = Field(default_factory=list, description="step: epochs at "
-                                    "which the LR is multiplied by gamma")
+    milestones: list[float] = Field(
+        default_factory=list, description="step: epochs at which the LR is multiplied by gamma"
+    )
     gamma: float = Field(0.1, gt=0.0)
-    min_factor: float = Field(0.0, ge=0.0, le=1.0, description="cosine/cyclic: lowest LR as "
-                              "a fraction of the base")
+    min_factor: float = Field(
+        0.0, ge=0.0, le=1.0, description="cosine/cyclic: lowest LR as a fraction of the base"
+    )
     cycle_epochs: float = Field(1.0, gt=0.0, description="cyclic: length of one cycle")
 
 
@@ -93,8 +105,9 @@ class TrainConfig(StrictModel):
     )
     snapshot_every: int = Field(0, ge=0, description="store params every N units (0: never)")
     snapshot_unit: Literal["epoch", "step"] = "epoch"
-    members_per_unit: int = Field(16, gt=0, description="members trained together as one "
-                                  "unit of work (the fan-out grain)")
+    members_per_unit: int = Field(
+        16, gt=0, description="members trained together as one unit of work (the fan-out grain)"
+    )
     eval_batch_size: int = Field(2048, gt=0)
     compile: bool = Field(False, description="torch.compile the vectorised step")
 
@@ -111,7 +124,10 @@ class Config(StrictModel):
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> Config:
-        if self.data.name in {"npz", "mnist", "fashion_mnist", "cifar10"} and self.data.path is None:
+        if (
+            self.data.name in {"npz", "mnist", "fashion_mnist", "cifar10"}
+            and self.data.path is None
+        ):
             raise ValueError(f"data.path is required for data.name={self.data.name}")
         return self
 
@@ -141,7 +157,9 @@ def _read_yaml(text: str, source: str) -> dict[str, Any]:
 
 def _preset_dict(name: str) -> dict[str, Any]:
     if name not in available_presets():
-        raise ConfigError(f"preset '{name}' not found (available: {', '.join(available_presets())})")
+        raise ConfigError(
+            f"preset '{name}' not found (available: {', '.join(available_presets())})"
+        )
     text = (resources.files("lossatlas") / "presets" / f"{name}.yaml").read_text()
     return _read_yaml(text, f"preset {name}")
 

@@ -79,7 +79,13 @@ def evaluate_points(
                 {k: v[start:stop] for k, v in buffers.items()} if buffers_batched else buffers
             )
             chunk_loss, chunk_acc = _evaluate_chunk(
-                space, thetas[start:stop], x, y, chunk_buffers, buffers_batched, loss,
+                space,
+                thetas[start:stop],
+                x,
+                y,
+                chunk_buffers,
+                buffers_batched,
+                loss,
                 sample_chunk,
             )
             losses.append(chunk_loss)
@@ -99,8 +105,9 @@ def _evaluate_chunk(
     loss: LossFn,
     sample_chunk: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    def logits_at(named: dict[str, torch.Tensor], bufs: dict[str, torch.Tensor],
-                  xs: torch.Tensor) -> torch.Tensor:
+    def logits_at(
+        named: dict[str, torch.Tensor], bufs: dict[str, torch.Tensor], xs: torch.Tensor
+    ) -> torch.Tensor:
         return functional_call(space.model, (named, bufs), (xs,), strict=True)
 
     batched_logits = vmap(logits_at, in_dims=(0, 0 if buffers_batched else None, None))

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-__all__ = ["DirectionKind", "ParamSpace", "ParamSlot"]
+__all__ = ["DirectionKind", "ParamSlot", "ParamSpace"]
 
 DirectionKind = Literal["gaussian", "filter"]
 
@@ -71,7 +71,9 @@ class ParamSpace:
         return tuple(slot.name for slot in self.slots)
 
     def __repr__(self) -> str:
-        return f"ParamSpace(D={self.dim}, tensors={len(self.slots)}, buffers={len(self.buffer_names)})"
+        return (
+            f"ParamSpace(D={self.dim}, tensors={len(self.slots)}, buffers={len(self.buffer_names)})"
+        )
 
     def flatten(self, tensors: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Concatenate named tensors (default: the module's parameters) into ``(D,)``.
@@ -88,9 +90,7 @@ class ParamSpace:
         """Named views into ``theta`` of shape ``(D,)`` or ``(B, D)``; no data is copied."""
         self._check(theta)
         lead = theta.shape[:-1]
-        return {
-            s.name: theta[..., s.start : s.stop].view(*lead, *s.shape) for s in self.slots
-        }
+        return {s.name: theta[..., s.start : s.stop].view(*lead, *s.shape) for s in self.slots}
 
     def buffers(self) -> dict[str, torch.Tensor]:
         """A copy of the module's buffers (e.g. BatchNorm running statistics)."""

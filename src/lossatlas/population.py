@@ -154,16 +154,31 @@ def train_population(
     init = initial_points(space, members, seed=seed, start=start, start_params=start_params)
     init = init.to(device=device, dtype=x_train.dtype if x_train.is_floating_point() else None)
     plan = TrainPlan(
-        epochs=epochs, batch_size=batch_size, optimizer=optimizer, nesterov=nesterov,
-        schedule=schedule or ScheduleConfig(), seed=seed, snapshot_every=snapshot_every,
-        snapshot_unit=snapshot_unit, compile=compile,
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        nesterov=nesterov,
+        schedule=schedule or ScheduleConfig(),
+        seed=seed,
+        snapshot_every=snapshot_every,
+        snapshot_unit=snapshot_unit,
+        compile=compile,
     )
     hp = HyperParams.build(init, lr=lr, weight_decay=weight_decay, momentum=momentum)
     kept: list[torch.Tensor] = []
     callback = on_snapshot or (lambda index, step, params: kept.append(params.clone()))
     population = fit_members(
-        space, init, x_train, y_train, plan=plan, hp=hp, member_ids=torch.arange(members),
-        eval_splits=splits, loss_fn=loss_fn, augment=augment, on_snapshot=callback,
+        space,
+        init,
+        x_train,
+        y_train,
+        plan=plan,
+        hp=hp,
+        member_ids=torch.arange(members),
+        eval_splits=splits,
+        loss_fn=loss_fn,
+        augment=augment,
+        on_snapshot=callback,
         on_epoch=on_epoch,
     )
     if kept:
@@ -185,8 +200,9 @@ def initial_points(
     if start_params is not None:
         if start_params.dim() == 2:
             if start_params.shape[0] != members:
-                raise ValueError(f"start_params has {start_params.shape[0]} rows for "
-                                 f"{members} members")
+                raise ValueError(
+                    f"start_params has {start_params.shape[0]} rows for {members} members"
+                )
             return start_params.detach().clone()
         return start_params.detach().reshape(1, -1).repeat(members, 1)
     if start == "shared":
@@ -227,8 +243,10 @@ def fit_members(
     params = init.clone()
     members, n_train = params.shape[0], x_train.shape[0]
     if buffers is None:
-        buffers = {n: b.unsqueeze(0).repeat(members, *[1] * b.dim()).to(params.device)
-                   for n, b in space.model.named_buffers()}
+        buffers = {
+            n: b.unsqueeze(0).repeat(members, *[1] * b.dim()).to(params.device)
+            for n, b in space.model.named_buffers()
+        }
     buffers = {n: b.clone() for n, b in buffers.items()}
     steps_per_epoch = math.ceil(n_train / plan.batch_size)
     schedule = make_schedule(plan.schedule, steps_per_epoch, plan.epochs)
@@ -236,8 +254,11 @@ def fit_members(
     state = optimizer.init_state(params)
     step_fn = _vectorised_step(space, loss_fn, compile=plan.compile)
     active = torch.ones(members, 1, dtype=torch.bool, device=params.device)
-    history = {f"{s}_{m}": torch.full((members, plan.epochs + 1), float("nan"))
-               for s in eval_splits for m in METRICS}
+    history = {
+        f"{s}_{m}": torch.full((members, plan.epochs + 1), float("nan"))
+        for s in eval_splits
+        for m in METRICS
+    }
     snapshot_steps: list[int] = []
 
     def record(epoch: int) -> None:
@@ -264,10 +285,12 @@ def fit_members(
     step = 0
     for epoch in range(plan.epochs):
         # Each member has its own data order, drawn from its own generator.
-        orders = torch.stack([
-            torch.randperm(n_train, generator=make_generator(plan.seed, "order", int(m), epoch))
-            for m in member_ids
-        ]).to(x_train.device)
+        orders = torch.stack(
+            [
+                torch.randperm(n_train, generator=make_generator(plan.seed, "order", int(m), epoch))
+                for m in member_ids
+            ]
+        ).to(x_train.device)
         space.model.train()
         # Dropout draws from the global RNG inside vmap; fork it and seed it per unit and epoch
         # so runs are reproducible without leaking state to the caller.
@@ -277,25 +300,41 @@ def fit_members(
                 index = orders[:, batch * plan.batch_size : (batch + 1) * plan.batch_size]
                 xb, yb = x_train[index], y_train[index]  # (K, B, *input), (K, B)
                 if augment is not None:
-                    xb = torch.stack([
-                        augment(xb[k], make_generator(plan.seed, "augment", int(m), step))
-                        for k, m in enumerate(member_ids)
-                    ])
+                    xb = torch.stack(
+                        [
+                            augment(xb[k], make_generator(plan.seed, "augment", int(m), step))
+                            for k, m in enumerate(member_ids)
+                        ]
+                    )
                 losses, grads = step_fn(params, buffers, xb, yb)
                 finite = torch.isfinite(losses) & torch.isfinite(grads).all(dim=1)
                 active.mul_(finite.reshape(-1, 1))
                 optimizer.step(params, grads, state, hp, schedule(step), active)
                 step += 1
-                if snapshotting and plan.snapshot_unit == "step" and step % plan.snapshot_every == 0:
+                if (
+                    snapshotting
+                    and plan.snapshot_unit == "step"
+                    and step % plan.snapshot_every == 0
+                ):
                     snapshot(step)
         record(epoch + 1)
-        if snapshotting and plan.snapshot_unit == "epoch" and (epoch + 1) % plan.snapshot_every == 0:
+        if (
+            snapshotting
+            and plan.snapshot_unit == "epoch"
+            and (epoch + 1) % plan.snapshot_every == 0
+        ):
             snapshot(step)
 
     diverged = ~active.reshape(-1).cpu()
     return Population(
-        space=space, params=params, init=init, buffers=buffers, history=history,
-        diverged=diverged, member_ids=member_ids, snapshot_steps=snapshot_steps,
+        space=space,
+        params=params,
+        init=init,
+        buffers=buffers,
+        history=history,
+        diverged=diverged,
+        member_ids=member_ids,
+        snapshot_steps=snapshot_steps,
     )
 
 
@@ -351,7 +390,13 @@ def _evaluate(
     metrics: dict[str, torch.Tensor] = {}
     for split, (x, y) in splits.items():
         loss, acc = evaluate_points(
-            space, params, x, y, buffers=buffers, buffers_batched=True, loss_fn=loss_fn,
+            space,
+            params,
+            x,
+            y,
+            buffers=buffers,
+            buffers_batched=True,
+            loss_fn=loss_fn,
             sample_chunk=chunk,
         )
         metrics[f"{split}_loss"], metrics[f"{split}_acc"] = loss, acc

@@ -17,8 +17,9 @@ import torch
 __all__ = ["SGD", "Adam", "FunctionalOptimizer", "HyperParams", "make_optimizer"]
 
 
-def _column(value: float | Sequence[float] | torch.Tensor, members: int, like: torch.Tensor,
-            name: str) -> torch.Tensor:
+def _column(
+    value: float | Sequence[float] | torch.Tensor, members: int, like: torch.Tensor, name: str
+) -> torch.Tensor:
     """Broadcast a scalar or per-member sequence to a (K, 1) column on ``like``'s device."""
     tensor = torch.as_tensor(value, dtype=like.dtype, device=like.device).reshape(-1)
     if tensor.numel() == 1:
@@ -151,7 +152,9 @@ class Adam:
         params.sub_(torch.where(active, update, 0.0))
 
 
-def make_optimizer(name: str, *, nesterov: bool = False, beta2: float = 0.999) -> FunctionalOptimizer:
+def make_optimizer(
+    name: str, *, nesterov: bool = False, beta2: float = 0.999
+) -> FunctionalOptimizer:
     """Build a functional optimiser by name: ``sgd``, ``adam`` or ``adamw``."""
     if name == "sgd":
         return SGD(nesterov=nesterov)

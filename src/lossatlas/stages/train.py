@@ -62,8 +62,9 @@ def config_fingerprint(config: Config) -> dict[str, Any]:
 
 def open_store(out: str | Path, config: Config) -> AtlasStore:
     """Open or create ``OUT/atlas.zarr`` for ``config`` (refusing a store of another config)."""
-    return AtlasStore.open(out, config=config.model_dump(mode="json"),
-                           fingerprint=config_fingerprint(config))
+    return AtlasStore.open(
+        out, config=config.model_dump(mode="json"), fingerprint=config_fingerprint(config)
+    )
 
 
 @lru_cache(maxsize=4)
@@ -75,8 +76,12 @@ def _dataset(config_json: str) -> Dataset:
 
 
 def _template(config: Config, dataset: Dataset) -> torch.nn.Module:
-    model = build_model(config.model, dataset.input_shape, dataset.num_classes,
-                        seed=derive_seed(config.seed, "template"))
+    model = build_model(
+        config.model,
+        dataset.input_shape,
+        dataset.num_classes,
+        seed=derive_seed(config.seed, "template"),
+    )
     device, dtype = resolve_device(config.device), resolve_dtype(config.dtype)
     return model.to(device=device, dtype=dtype)
 
@@ -95,32 +100,46 @@ def train_stage(
     space = ParamSpace(model)
     members, dim, epochs = config.train.members, space.dim, config.train.epochs
     per_unit = config.train.members_per_unit
-    store.ensure_group(TRAIN_GROUP, attrs={
-        "members": members, "dim": dim, "epochs": epochs,
-        "param_names": list(space.names),
-        "param_shapes": [list(s.shape) for s in space.slots],
-        "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes,
-        "seeds": {"root": config.seed, "data": config.data.seed},
-    }, fingerprint=config_fingerprint(config))
+    store.ensure_group(
+        TRAIN_GROUP,
+        attrs={
+            "members": members,
+            "dim": dim,
+            "epochs": epochs,
+            "param_names": list(space.names),
+            "param_shapes": [list(s.shape) for s in space.slots],
+            "input_shape": list(dataset.input_shape),
+            "num_classes": dataset.num_classes,
+            "seeds": {"root": config.seed, "data": config.data.seed},
+        },
+        fingerprint=config_fingerprint(config),
+    )
     _create_arrays(store, config, space, dataset, model)
     units = [
-        Unit(id=f"members-{start:04d}-{min(start + per_unit, members) - 1:04d}",
-             fn=train_unit,
-             args=(str(out), config.model_dump_json(), start, min(start + per_unit, members)),
-             weight=min(per_unit, members - start))
+        Unit(
+            id=f"members-{start:04d}-{min(start + per_unit, members) - 1:04d}",
+            fn=train_unit,
+            args=(str(out), config.model_dump_json(), start, min(start + per_unit, members)),
+            weight=min(per_unit, members - start),
+        )
         for start in range(0, members, per_unit)
     ]
-    ran = run_units(executor or LocalExecutor(), store, TRAIN_GROUP, units,
-                    description="train")
+    ran = run_units(executor or LocalExecutor(), store, TRAIN_GROUP, units, description="train")
     seconds = time.perf_counter() - started
     if ran:
         store.record_timing(TRAIN_GROUP, "train", seconds)
-    final = {name: store.read(f"{TRAIN_GROUP}/history/{name}")[:, -1]
-             for name in _metric_names(dataset)}
+    final = {
+        name: store.read(f"{TRAIN_GROUP}/history/{name}")[:, -1] for name in _metric_names(dataset)
+    }
     return TrainSummary(
-        out=Path(out), members=members, dim=dim, ran_units=ran,
-        skipped_units=len(units) - len(ran), final=final,
-        diverged=store.read(f"{TRAIN_GROUP}/diverged"), seconds=seconds,
+        out=Path(out),
+        members=members,
+        dim=dim,
+        ran_units=ran,
+        skipped_units=len(units) - len(ran),
+        final=final,
+        diverged=store.read(f"{TRAIN_GROUP}/diverged"),
+        seconds=seconds,
     )
 
 
@@ -137,8 +156,9 @@ def _snapshot_count(config: Config, steps_per_epoch: int) -> int:
     return total // train.snapshot_every + 1
 
 
-def _create_arrays(store: AtlasStore, config: Config, space: ParamSpace, dataset: Dataset,
-                   model: torch.nn.Module) -> None:
+def _create_arrays(
+    store: AtlasStore, config: Config, space: ParamSpace, dataset: Dataset, model: torch.nn.Module
+) -> None:
     """Create every array up front (idempotent), so units only ever write their own rows."""
     k, d, e = config.train.members, space.dim, config.train.epochs
     rows = min(config.train.members_per_unit, k)
@@ -150,14 +170,19 @@ def _create_arrays(store: AtlasStore, config: Config, space: ParamSpace, dataset
         store.create_array(f"{group}/history/{name}", (k, e + 1), "float32", (rows, e + 1))
     for name, buf in model.named_buffers():
         shape = tuple(buf.shape)
-        store.create_array(f"{group}/buffers/{name}", (k, *shape), str(buf.dtype).split(".")[-1],
-                           (rows, *shape))
+        store.create_array(
+            f"{group}/buffers/{name}", (k, *shape), str(buf.dtype).split(".")[-1], (rows, *shape)
+        )
     steps_per_epoch = -(-dataset.x_train.shape[0] // config.train.batch_size)
     snapshots = _snapshot_count(config, steps_per_epoch)
     if snapshots:
-        store.create_array(f"{group}/snapshots", (k, snapshots, d), "float32", (1, 1, d),
-                           attrs={"unit": config.train.snapshot_unit,
-                                  "every": config.train.snapshot_every})
+        store.create_array(
+            f"{group}/snapshots",
+            (k, snapshots, d),
+            "float32",
+            (1, 1, d),
+            attrs={"unit": config.train.snapshot_unit, "every": config.train.snapshot_every},
+        )
 
 
 def train_unit(out: str, config_json: str, start: int, stop: int) -> None:
@@ -168,15 +193,24 @@ def train_unit(out: str, config_json: str, start: int, stop: int) -> None:
     space = ParamSpace(_template(config, dataset))
     ids = torch.arange(start, stop)
     train = config.train
-    init = initial_points(space, stop - start, seed=config.seed, start=train.start,
-                          member_ids=ids.tolist())
-    hp = HyperParams.build(init, lr=train.lr, weight_decay=train.weight_decay,
-                           momentum=train.momentum)
+    init = initial_points(
+        space, stop - start, seed=config.seed, start=train.start, member_ids=ids.tolist()
+    )
+    hp = HyperParams.build(
+        init, lr=train.lr, weight_decay=train.weight_decay, momentum=train.momentum
+    )
     plan = TrainPlan(
-        epochs=train.epochs, batch_size=train.batch_size, optimizer=train.optimizer,
-        nesterov=train.nesterov, beta2=train.beta2, schedule=train.schedule, seed=config.seed,
-        snapshot_every=train.snapshot_every, snapshot_unit=train.snapshot_unit,
-        eval_batch_size=train.eval_batch_size, compile=train.compile,
+        epochs=train.epochs,
+        batch_size=train.batch_size,
+        optimizer=train.optimizer,
+        nesterov=train.nesterov,
+        beta2=train.beta2,
+        schedule=train.schedule,
+        seed=config.seed,
+        snapshot_every=train.snapshot_every,
+        snapshot_unit=train.snapshot_unit,
+        eval_batch_size=train.eval_batch_size,
+        compile=train.compile,
     )
     splits = {"train": dataset.split("train"), "test": dataset.split("test")}
     if dataset.x_val.shape[0]:
@@ -187,8 +221,14 @@ def train_unit(out: str, config_json: str, start: int, stop: int) -> None:
         store.write(f"{TRAIN_GROUP}/snapshots", (slice(start, stop), index), params)
 
     population = fit_members(
-        space, init, *dataset.split("train"), plan=plan, hp=hp, member_ids=ids,
-        eval_splits=splits, augment=augment,
+        space,
+        init,
+        *dataset.split("train"),
+        plan=plan,
+        hp=hp,
+        member_ids=ids,
+        eval_splits=splits,
+        augment=augment,
         on_snapshot=write_snapshot if train.snapshot_every else None,
     )
     rows = (slice(start, stop),)

@@ -1,0 +1,169 @@
+"""Units of work and the executors that run them.
+
+A stage splits its work into :class:`Unit` s (a group of population members, a jump, a grid
+chunk), each writing its own chunks of the atlas store. :func:`run_units` skips units whose
+completion marker already exists and runs the rest through an :class:`Executor`; the marker of
+each unit is written right after its function returns, in the process that ran it. That is what
+makes a killed run resumable: re-running the same command recomputes only unmarked units.
+
+Today there is one executor, :class:`LocalExecutor`, which runs units in order in this process.
+The protocol is shaped for a distributed one: units are picklable (a top-level function and its
+arguments) and the wrapper that marks them opens the store by path, so it can run on a worker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from lossatlas.errors import ConfigError
+from lossatlas.store import AtlasStore
+
+__all__ = ["Executor", "LocalExecutor", "Unit", "get_executor", "run_units"]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One resumable piece of work: ``fn(*args, **kwargs)``, identified by ``id``.
+
+    ``id`` must be stable across runs and unique within its store group (it names the
+    completion marker), e.g. ``"members-0000-0015"``. ``fn`` must be a top-level function so
+    the unit can be pickled to another process. ``weight`` is its relative cost, for progress.
+    """
+
+    id: str
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    weight: float = 1.0
+
+    def __call__(self) -> Any:
+        """Run the unit's function."""
+        return self.fn(*self.args, **self.kwargs)
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs units and returns their results in input order."""
+
+    def map(self, units: Sequence[Unit], *, description: str = "") -> list[Any]:
+        """Run every unit; the i-th result belongs to the i-th unit."""
+        ...
+
+
+class LocalExecutor:
+    """Runs units one after another in this process, with a progress bar and ETA.
+
+    ``progress``: ``None`` (default) shows the bar only when stderr is a terminal; ``False``
+    never shows it. The bar is transient, so logs and tables printed afterwards stay clean.
+    """
+
+    def __init__(self, *, progress: bool | None = None) -> None:
+        self.progress = progress
+
+    def map(self, units: Sequence[Unit], *, description: str = "") -> list[Any]:
+        """Run ``units`` in order; an exception stops the run (earlier units stay marked)."""
+        with _progress_bar(self.progress) as bar:
+            total = sum(unit.weight for unit in units)
+            task = bar.add_task(description or "working", total=total, done=0, count=len(units))
+            results = []
+            for done, unit in enumerate(units, start=1):
+                results.append(unit())
+                bar.update(task, advance=unit.weight, done=done)
+        return results
+
+
+def _progress_bar(enabled: bool | None) -> Any:
+    """A transient rich progress bar on stderr; disabled off a terminal or when asked."""
+    # Imported here so that worker processes that never draw a bar do not pay for rich.
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    console = Console(stderr=True)
+    show = console.is_terminal if enabled is None else enabled
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[done]}/{task.fields[count]}"),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not show,
+    )
+
+
+def _run_and_mark(out_dir: str, group: str, unit: Unit) -> Any:
+    """Run ``unit`` and then write its completion marker (the marker always comes last).
+
+    Takes the store's folder rather than an open store so that it can run on any worker that
+    sees the same path or URL.
+    """
+    store = AtlasStore.open(out_dir, create=False)
+    start = time.perf_counter()
+    result = unit()
+    store.mark_done(group, unit.id, {"seconds": round(time.perf_counter() - start, 3)})
+    return result
+
+
+def run_units(
+    executor: Executor,
+    store: AtlasStore,
+    group: str,
+    units: Sequence[Unit],
+    *,
+    description: str = "",
+) -> list[str]:
+    """Run the units of ``group`` that have no completion marker yet; return their ids.
+
+    Submit all of a group's units in one call: the count is recorded as ``units_total`` for
+    ``lossatlas show``. The wall time is added to the group's ``timings["units"]``, so a resumed
+    group reports its total time.
+    """
+    ids = [unit.id for unit in units]
+    if len(set(ids)) != len(ids):
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"duplicate unit ids in group '{group}': {duplicates}")
+    store.ensure_group(group, attrs={"units_total": len(units)})
+    pending = [unit for unit in units if not store.unit_done(group, unit.id)]
+    if not pending:
+        return []
+    wrapped = [
+        Unit(
+            id=unit.id,
+            fn=_run_and_mark,
+            args=(str(store.out_dir), group, unit),
+            weight=unit.weight,
+        )
+        for unit in pending
+    ]
+    start = time.perf_counter()
+    executor.map(wrapped, description=description or group)
+    store.record_timing(group, "units", time.perf_counter() - start, accumulate=True)
+    return [unit.id for unit in pending]
+
+
+_EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor}
+
+
+def get_executor(name: str = "local", **options: Any) -> Executor:
+    """The executor called ``name``, built with ``options`` (e.g. ``progress=False``)."""
+    factory = _EXECUTORS.get(name)
+    if factory is None:
+        available = ", ".join(sorted(_EXECUTORS))
+        raise ConfigError(f"unknown executor '{name}' (available: {available})")
+    try:
+        return factory(**options)
+    except TypeError as exc:
+        raise ConfigError(f"executor '{name}' does not accept options {sorted(options)}") from exc

@@ -1,0 +1,697 @@
+"""The atlas store: the zarr v3 hierarchy that is the contract between stages.
+
+Layout of ``OUT/atlas.zarr``::
+
+    zarr.json                    root attrs: {"lossatlas": versions, "config": ..., "fingerprint"}
+    <study>/                     one group per study/probe (nested names such as "train/run0")
+        zarr.json                group attrs: fingerprint, seeds, timings, units_total, ...
+        <array>/                 chunked arrays; a trajectory never has to fit in memory
+        _units/<unit_id>/        one marker per completed unit of work
+
+A unit of work is complete exactly when its marker exists and parses: the marker is a tiny zarr
+group whose ``zarr.json`` attributes hold ``"complete": true``. Callers write a unit's data first
+and its marker last, so a killed run never leaves a unit that looks done but is not.
+
+Every read and write goes through zarr's store API (``LocalStore`` today) rather than raw file
+IO, so the same code can later sit on an fsspec URL and be written by many workers at once: each
+worker writes its own chunks and its own marker, and no two workers share a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import re
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import zarr
+from zarr.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+from zarr.errors import ContainsGroupError
+from zarr.storage import LocalStore
+
+from lossatlas.errors import StoreError
+
+__all__ = ["AtlasStore"]
+
+STORE_NAME = "atlas.zarr"
+_META = "zarr.json"
+_UNITS = "_units"
+# Unit ids become zarr node names: no "/", no leading "." or "__" (reserved by the zarr spec).
+_UNIT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_BYTES_CHUNK = 1 << 22  # figures are small; 4 MiB chunks keep even big HTML in a few objects
+
+Region = tuple[slice | int, ...] | slice | int | None
+
+
+# --------------------------------------------------------------------------- JSON helpers
+
+
+def _json_default(value: Any) -> Any:
+    """Make numpy scalars/arrays, paths and sets JSON-serialisable for attrs."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"value of type {type(value).__name__} cannot be stored in attrs")
+
+
+def _jsonable(value: Any) -> Any:
+    """Round-trip through JSON so that comparisons see exactly what the store records."""
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
+    """Describe the first differing dotted key of two JSON trees, or ``None`` if equal."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            where = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old:
+                return f"{where} is new"
+            if key not in new:
+                return f"{where} is missing"
+            found = _first_difference(old[key], new[key], where)
+            if found:
+                return found
+        return None
+    if old == new:
+        return None
+    return f"{prefix or 'value'} was {_short(old)}, now {_short(new)}"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _package_version(name: str) -> str:
+    # Read from package metadata so that recording torch's version never imports torch.
+    try:
+        return importlib_metadata.version(name)
+    except importlib_metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "version": _package_version("lossatlas"),
+        "created": _now(),
+        "torch": _package_version("torch"),
+        "numpy": np.__version__,
+        "zarr": zarr.__version__,
+        "python": platform.python_version(),
+    }
+
+
+# --------------------------------------------------------------------------- names
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+def _check_name(name: str) -> str:
+    """Normalise a node path ("a/b") and reject names zarr or the unit markers reserve."""
+    clean = _join(name)
+    for part in clean.split("/") if clean else []:
+        if part in {".", ".."} or part.startswith("__") or part == _UNITS:
+            raise StoreError(f"invalid store name '{name}': '{part}' is reserved")
+    return clean
+
+
+def _check_unit_id(unit_id: str) -> str:
+    if not _UNIT_ID.match(unit_id) or unit_id.startswith("__"):
+        raise StoreError(
+            f"invalid unit id '{unit_id}': use letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return unit_id
+
+
+def _default_fill(dtype: np.dtype) -> Any:
+    if dtype.kind in "fc":
+        return math.nan
+    if dtype.kind == "b":
+        return False
+    return 0
+
+
+def _to_numpy(data: Any) -> np.ndarray:
+    """Accept numpy arrays, scalars and torch tensors (moved to CPU) without importing torch."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(data, torch.Tensor):
+        tensor = data.detach().cpu()
+        if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16
+            tensor = tensor.float()
+        return tensor.numpy()
+    return np.asarray(data)
+
+
+def _index(region: Region) -> Any:
+    if region is None:
+        return Ellipsis
+    return region
+
+
+# --------------------------------------------------------------------------- tree listing
+
+
+@dataclass(frozen=True)
+class _NodeInfo:
+    """One node of the hierarchy, as read from its ``zarr.json`` (for ``show``)."""
+
+    path: str
+    kind: Literal["group", "array"]
+    attrs: dict[str, Any]
+    shape: tuple[int, ...] = ()
+    dtype: str = ""
+    chunks: tuple[int, ...] = ()
+    units_done: int | None = None
+
+    def summary(self) -> str:
+        """A one-line description: shapes for arrays, units and key attrs for groups."""
+        if self.kind == "array":
+            media = self.attrs.get("media_type")
+            if media:
+                return f"{media}, {self.shape[0] if self.shape else 0} bytes"
+            return f"{self.dtype} {list(self.shape)} chunks {list(self.chunks)}"
+        parts = []
+        if self.units_done is not None:
+            total = self.attrs.get("units_total")
+            count = f"{self.units_done}/{total}" if total is not None else str(self.units_done)
+            parts.append(f"units {count} complete")
+        parts.extend(_attrs_summary(self.attrs))
+        return ", ".join(parts) or "group"
+
+
+_SKIP_ATTRS = {"lossatlas", "fingerprint", "units_total", "timings", "config"}
+
+
+def _attrs_summary(attrs: dict[str, Any]) -> list[str]:
+    """Short ``key=value`` items: scalars and seeds, never whole nested configs."""
+    items = []
+    config = attrs.get("config")
+    if isinstance(config, dict):
+        names = [
+            f"{section}={config[section]['name']}"
+            for section in ("data", "model")
+            if isinstance(config.get(section), dict) and "name" in config[section]
+        ]
+        items.extend(names)
+        if "seed" in config:
+            items.append(f"seed={config['seed']}")
+    for key, value in attrs.items():
+        if key in _SKIP_ATTRS:
+            continue
+        if isinstance(value, (str, int, float, bool)) or "seed" in key:
+            items.append(f"{key}={_short(value, 40)}")
+    timings = attrs.get("timings")
+    if isinstance(timings, dict) and timings:
+        total = sum(v for v in timings.values() if isinstance(v, (int, float)))
+        items.append(f"time={total:.1f}s")
+    return items
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class AtlasStore:
+    """A lossatlas zarr v3 store at ``OUT/atlas.zarr``; see the module docstring for layout.
+
+    Use :meth:`open` rather than the constructor. Node names are ``/``-separated paths relative
+    to the root (``""`` is the root itself).
+    """
+
+    def __init__(self, out_dir: Path, zstore: LocalStore, *, read_only: bool) -> None:
+        self.out_dir = out_dir
+        self.path = out_dir / STORE_NAME
+        self.read_only = read_only
+        self._store = zstore
+
+    def __repr__(self) -> str:
+        return f"AtlasStore({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(
+        cls,
+        out_dir: str | Path,
+        *,
+        config: dict[str, Any] | None = None,
+        fingerprint: dict[str, Any] | None = None,
+        create: bool = True,
+        read_only: bool = False,
+    ) -> AtlasStore:
+        """Open ``out_dir/atlas.zarr``, creating it when missing and ``create`` is true.
+
+        ``config`` (``Config.model_dump(mode="json")``) is recorded on creation. When the store
+        already exists, ``fingerprint`` (the part of the config that must match; the caller
+        decides) is compared with the recorded one; without a fingerprint the whole ``config``
+        is compared. A mismatch raises :class:`StoreError`, and nothing is written.
+        ``read_only`` opens an existing store for reading only (``lossatlas show``).
+        """
+        if "://" in str(out_dir):
+            raise StoreError(f"--out {out_dir}: remote stores are not supported yet; use a folder")
+        out = Path(out_dir).expanduser()
+        path = out / STORE_NAME
+        _check_location(out, path)
+        exists = path.is_dir() and (path / _META).exists()
+        if not exists:
+            if read_only or not create:
+                raise StoreError(f"no atlas store in {out} (expected {path})")
+            return cls._create(out, config, fingerprint)
+        if not read_only:
+            _check_writable(path, out)
+        store = cls(out, LocalStore(path, read_only=read_only), read_only=read_only)
+        store._check_root(config, fingerprint)
+        return store
+
+    @classmethod
+    def _create(
+        cls, out: Path, config: dict[str, Any] | None, fingerprint: dict[str, Any] | None
+    ) -> AtlasStore:
+        path = out / STORE_NAME
+        if path.is_dir() and any(path.iterdir()):
+            # Never adopt (and later overwrite) a folder we did not make.
+            raise StoreError(f"{path} exists but is not a zarr store; use a new --out")
+        _check_writable(out, out)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {path}: {exc.strerror or exc}") from exc
+        store = cls(out, LocalStore(path), read_only=False)
+        attrs: dict[str, Any] = {"lossatlas": _versions(), "config": _jsonable(config)}
+        if fingerprint is not None:
+            attrs["fingerprint"] = _jsonable(fingerprint)
+        zarr.create_group(store._store, attributes=attrs)
+        return store
+
+    def _check_root(
+        self, config: dict[str, Any] | None, fingerprint: dict[str, Any] | None
+    ) -> None:
+        """Validate the root metadata and that this store was made for the same settings."""
+        try:
+            meta = self._read_meta("")
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
+        if (
+            meta is None
+            or meta.get("zarr_format") != 3
+            or meta.get("node_type") != "group"
+            or not isinstance(meta.get("attributes"), dict)
+        ):
+            raise StoreError(
+                f"{self.path} is corrupt: root zarr.json is unreadable; use a new --out"
+            )
+        attrs = meta["attributes"]
+        if "lossatlas" not in attrs:
+            raise StoreError(f"{self.path} is a zarr store not made by lossatlas; use a new --out")
+        if fingerprint is not None:
+            recorded = attrs.get("fingerprint")
+            if recorded is None:
+                # Made before any stage cared about a fingerprint: the first one claims it.
+                if not self.read_only:
+                    self._set_attrs("", {"fingerprint": _jsonable(fingerprint)})
+                return
+            self._compare(recorded, fingerprint, f"{self.path}")
+        elif config is not None and attrs.get("config") is not None:
+            self._compare(attrs["config"], config, f"{self.path}")
+
+    def _compare(self, recorded: Any, wanted: Any, where: str) -> None:
+        diff = _first_difference(recorded, _jsonable(wanted))
+        if diff is not None:
+            raise StoreError(
+                f"{where} holds a different config ({diff}); use a new --out or the same settings"
+            )
+
+    # ------------------------------------------------------------------ raw store access
+
+    def _get_bytes(self, key: str) -> bytes | None:
+        buffer = sync(self._store.get(key, prototype=default_buffer_prototype()))
+        return None if buffer is None else buffer.to_bytes()
+
+    def _set_bytes(self, key: str, data: bytes) -> None:
+        # LocalStore (zarr >= 3.1.3) writes a temp file and renames it into place, so the key
+        # appears whole or not at all.
+        sync(self._store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+
+    def _list_dir(self, prefix: str) -> list[str]:
+        async def collect(items: AsyncIterator[str]) -> list[str]:
+            return [item async for item in items]
+
+        return sync(collect(self._store.list_dir(prefix)))
+
+    def _read_meta(self, name: str) -> dict[str, Any] | None:
+        """The parsed ``zarr.json`` of a node, or ``None`` if missing or unparseable."""
+        raw = self._get_bytes(_join(name, _META))
+        if raw is None:
+            return None
+        try:
+            meta = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return meta if isinstance(meta, dict) else None
+
+    def _kind(self, name: str) -> str | None:
+        meta = self._read_meta(name)
+        return None if meta is None else meta.get("node_type")
+
+    @property
+    def _mode(self) -> Literal["r", "r+"]:
+        return "r" if self.read_only else "r+"
+
+    # ------------------------------------------------------------------ groups
+
+    def has(self, name: str) -> bool:
+        """Whether a group or array exists at ``name``."""
+        return self._kind(_check_name(name)) is not None
+
+    def group(self, name: str) -> zarr.Group:
+        """The existing group ``name``; :class:`StoreError` if there is none."""
+        name = _check_name(name)
+        if self._kind(name) != "group":
+            raise StoreError(f"no group '{name}' in {self.path}")
+        return zarr.open_group(self._store, path=name, mode=self._mode)
+
+    def ensure_group(
+        self,
+        name: str,
+        *,
+        attrs: dict[str, Any] | None = None,
+        fingerprint: dict[str, Any] | None = None,
+    ) -> zarr.Group:
+        """Create group ``name`` (parents too) or reopen it for resuming.
+
+        If it exists and was made with a different ``fingerprint``, raise :class:`StoreError`
+        before writing anything; otherwise merge ``attrs`` into its attributes.
+        """
+        name = _check_name(name)
+        kind = self._kind(name)
+        if kind == "array":
+            raise StoreError(f"'{name}' in {self.path} is an array, not a group")
+        if kind is None:
+            initial = dict(_jsonable(attrs or {}))
+            if fingerprint is not None:
+                initial["fingerprint"] = _jsonable(fingerprint)
+            group = zarr.create_group(self._store, path=name, attributes=initial)
+        else:
+            current = self.attrs(name)
+            updates = dict(_jsonable(attrs or {}))
+            if fingerprint is not None:
+                if "fingerprint" in current:
+                    self._compare(
+                        current["fingerprint"], fingerprint, f"group '{name}' in {self.path}"
+                    )
+                updates["fingerprint"] = _jsonable(fingerprint)
+            if any(current.get(k) != v for k, v in updates.items()):
+                self._set_attrs(name, updates)
+            group = zarr.open_group(self._store, path=name, mode="r+")
+        self._ensure_units_group(name)
+        return group
+
+    def _ensure_units_group(self, group: str) -> None:
+        # Created up front by the driver so that workers marking units never race to make it.
+        units = _join(group, _UNITS)
+        if self._kind(units) is None:
+            # Another process may make it between our check and our write; that is fine.
+            with contextlib.suppress(ContainsGroupError):
+                zarr.open_group(self._store, path=units, mode="a")
+
+    # ------------------------------------------------------------------ arrays
+
+    def create_array(
+        self,
+        name: str,
+        shape: tuple[int, ...] | int,
+        dtype: Any,
+        chunks: tuple[int, ...] | int,
+        *,
+        fill_value: Any = None,
+        attrs: dict[str, Any] | None = None,
+    ) -> zarr.Array:
+        """Create a chunked array, or return the existing one if it has this layout (resume).
+
+        ``fill_value`` defaults to NaN for floats, 0 for integers and False for booleans, so an
+        unwritten float region reads as NaN. A layout mismatch raises :class:`StoreError`.
+        """
+        name = _check_name(name)
+        shape = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
+        chunks = (chunks,) if isinstance(chunks, int) else tuple(int(c) for c in chunks)
+        dtype = np.dtype(dtype)
+        kind = self._kind(name)
+        if kind == "group":
+            raise StoreError(f"'{name}' in {self.path} is a group, not an array")
+        if kind == "array":
+            existing = zarr.open_array(self._store, path=name, mode="r+")
+            found = (tuple(existing.shape), np.dtype(existing.dtype), tuple(existing.chunks))
+            if found != (shape, dtype, chunks):
+                raise StoreError(
+                    f"array '{name}' in {self.path} has shape {found[0]}, dtype {found[1]}, "
+                    f"chunks {found[2]}, not {shape}, {dtype}, {chunks}; use a new --out"
+                )
+            return existing
+        return zarr.create_array(
+            self._store,
+            name=name,
+            shape=shape,
+            dtype=dtype,
+            chunks=chunks,
+            fill_value=_default_fill(dtype) if fill_value is None else fill_value,
+            attributes=_jsonable(attrs or {}),
+        )
+
+    def array(self, name: str) -> zarr.Array:
+        """The existing array ``name``; :class:`StoreError` if there is none."""
+        name = _check_name(name)
+        if self._kind(name) != "array":
+            raise StoreError(f"no array '{name}' in {self.path}")
+        return zarr.open_array(self._store, path=name, mode=self._mode)
+
+    def write(self, name: str, region: Region, data: Any) -> None:
+        """Write ``data`` (numpy or torch, any device) into ``region`` of array ``name``.
+
+        ``region`` is a tuple of slices/ints, or ``None`` for the whole array. Chunks fully
+        covered by the region are written without being read first; a partly covered chunk is
+        read, modified and rewritten, so concurrent units must own whole chunks.
+        """
+        self.array(name)[_index(region)] = _to_numpy(data)
+
+    def read(self, name: str, region: Region = None) -> np.ndarray:
+        """Read ``region`` (default: all) of array ``name`` as a numpy array."""
+        return np.asarray(self.array(name)[_index(region)])
+
+    # ------------------------------------------------------------------ attrs and timings
+
+    def attrs(self, name: str = "") -> dict[str, Any]:
+        """A fresh copy of the attributes of group or array ``name`` (root by default)."""
+        name = _check_name(name)
+        meta = self._read_meta(name)
+        if meta is None:
+            raise StoreError(f"no group or array '{name}' in {self.path}")
+        return dict(meta.get("attributes") or {})
+
+    def update_attrs(self, name: str, values: dict[str, Any]) -> None:
+        """Merge ``values`` into the attributes of ``name`` (one metadata write)."""
+        name = _check_name(name)
+        if self._kind(name) is None:
+            raise StoreError(f"no group or array '{name}' in {self.path}")
+        self._set_attrs(name, _jsonable(values))
+
+    def _set_attrs(self, name: str, values: dict[str, Any]) -> None:
+        # Attribute updates rewrite the node's zarr.json; only the driver process does this, so
+        # workers never race on a shared metadata document.
+        if self._kind(name) == "array":
+            node: zarr.Array | zarr.Group = zarr.open_array(self._store, path=name, mode="r+")
+        else:
+            node = zarr.open_group(self._store, path=name, mode="r+")
+        node.attrs.update(values)
+
+    def record_timing(
+        self, group: str, stage: str, seconds: float, *, accumulate: bool = False
+    ) -> None:
+        """Record the wall time of ``stage`` in ``group``'s ``timings`` attribute.
+
+        ``accumulate`` adds to the recorded time instead, so a resumed stage reports the total
+        time spent on it across runs.
+        """
+        timings = self.timings(group)
+        previous = float(timings.get(stage, 0.0)) if accumulate else 0.0
+        timings[stage] = round(previous + float(seconds), 3)
+        self.update_attrs(group, {"timings": timings})
+
+    def timings(self, group: str = "") -> dict[str, float]:
+        """Stage name -> seconds recorded in ``group``."""
+        return dict(self.attrs(group).get("timings") or {})
+
+    # ------------------------------------------------------------------ unit markers
+
+    def _marker_key(self, group: str, unit_id: str) -> str:
+        return _join(_check_name(group), _UNITS, _check_unit_id(unit_id), _META)
+
+    def mark_done(self, group: str, unit_id: str, info: dict[str, Any] | None = None) -> None:
+        """Write the completion marker of ``unit_id``; call it only after all its data is written.
+
+        The marker is a zarr group document written in one ``store.set``: on ``LocalStore`` that
+        is a temp file renamed into place, so it is either absent or whole. Readers also require
+        it to parse and say ``complete: true``, so even a torn write reads as "not done".
+        """
+        key = self._marker_key(group, unit_id)
+        self._ensure_units_group(_check_name(group))
+        attributes = {**_jsonable(info or {}), "unit": unit_id, "finished": _now()}
+        attributes["complete"] = True
+        document = {"zarr_format": 3, "node_type": "group", "attributes": attributes}
+        self._set_bytes(key, json.dumps(document).encode())
+
+    def unit_info(self, group: str, unit_id: str) -> dict[str, Any] | None:
+        """The marker's attributes if ``unit_id`` is complete, else ``None``."""
+        raw = self._get_bytes(self._marker_key(group, unit_id))
+        if raw is None:
+            return None
+        try:
+            document = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return None  # a torn marker: the unit will simply be run again
+        attributes = document.get("attributes") if isinstance(document, dict) else None
+        if not isinstance(attributes, dict) or attributes.get("complete") is not True:
+            return None
+        return attributes
+
+    def unit_done(self, group: str, unit_id: str) -> bool:
+        """Whether ``unit_id`` of ``group`` has a complete marker."""
+        return self.unit_info(group, unit_id) is not None
+
+    def completed_units(self, group: str) -> list[str]:
+        """Sorted ids of the units of ``group`` whose markers are complete."""
+        prefix = _join(_check_name(group), _UNITS)
+        candidates = [c for c in self._list_dir(prefix) if _UNIT_ID.match(c)]
+        return sorted(c for c in candidates if self.unit_done(group, c))
+
+    # ------------------------------------------------------------------ binary blobs
+
+    def save_bytes(self, name: str, data: bytes, media_type: str) -> None:
+        """Store a figure or report (PNG, HTML, ...) as a uint8 array, replacing any old one."""
+        name = _check_name(name)
+        if self._kind(name) == "group":
+            raise StoreError(f"'{name}' in {self.path} is a group, not a blob")
+        buffer = np.frombuffer(bytes(data), dtype=np.uint8)
+        array = zarr.create_array(
+            self._store,
+            name=name,
+            shape=buffer.shape,
+            dtype=np.uint8,
+            chunks=(max(1, min(buffer.size, _BYTES_CHUNK)),),
+            fill_value=0,
+            attributes={"media_type": media_type, "nbytes": int(buffer.size)},
+            overwrite=True,
+        )
+        if buffer.size:
+            array[...] = buffer
+
+    def load_bytes(self, name: str) -> bytes:
+        """The bytes stored by :meth:`save_bytes` (its media type is in ``attrs(name)``)."""
+        array = self.array(name)
+        if "media_type" not in array.attrs:
+            raise StoreError(f"'{name}' in {self.path} is an array, not a saved blob")
+        return np.asarray(array[...], dtype=np.uint8).tobytes()
+
+    # ------------------------------------------------------------------ listing
+
+    def _walk(self, name: str = "") -> Iterator[_NodeInfo]:
+        """Depth-first nodes, read from raw metadata so stray or torn files never break it."""
+        meta = self._read_meta(name)
+        if meta is None:
+            return
+        attrs = dict(meta.get("attributes") or {})
+        if meta.get("node_type") == "array":
+            grid = (meta.get("chunk_grid") or {}).get("configuration") or {}
+            yield _NodeInfo(
+                path=name,
+                kind="array",
+                attrs=attrs,
+                shape=tuple(meta.get("shape") or ()),
+                dtype=str(meta.get("data_type")),
+                chunks=tuple(grid.get("chunk_shape") or ()),
+            )
+            return
+        children = sorted(c for c in self._list_dir(name) if c != _META)
+        units_done = len(self.completed_units(name)) if _UNITS in children else None
+        yield _NodeInfo(path=name, kind="group", attrs=attrs, units_done=units_done)
+        for child in children:
+            if child != _UNITS:
+                yield from self._walk(_join(name, child))
+
+    def tree(self) -> list[tuple[str, str]]:
+        """``(path, summary)`` for every group and array; the root's path is ``""``."""
+        return [(node.path, node.summary()) for node in self._walk()]
+
+    def describe(self) -> str:
+        """A plain-text listing for ``lossatlas show``: one indented line per node."""
+        lines = [f"{self.path}"]
+        for node in self._walk():
+            if not node.path:
+                lines.append(f"  {node.summary()}")
+                continue
+            depth = node.path.count("/") + 1
+            label = node.path.rsplit("/", 1)[-1]
+            lines.append(f"{'  ' * depth}{label}: {node.summary()}")
+        return "\n".join(lines)
+
+    def to_rich(self) -> Any:
+        """The same listing as a ``rich.tree.Tree`` (groups bold, arrays with their layout)."""
+        from rich.markup import escape
+        from rich.tree import Tree
+
+        nodes = list(self._walk())
+        root_summary = nodes[0].summary() if nodes else ""
+        tree = Tree(f"[bold]{escape(str(self.path))}[/bold]  {escape(root_summary)}")
+        branches: dict[str, Tree] = {"": tree}
+        for node in nodes[1:]:
+            parent, _, label = node.path.rpartition("/")
+            style = "bold cyan" if node.kind == "group" else "green"
+            text = f"[{style}]{escape(label)}[/{style}]  [dim]{escape(node.summary())}[/dim]"
+            branches[node.path] = branches.get(parent, tree).add(text)
+        return tree
+
+
+# --------------------------------------------------------------------------- location checks
+
+
+def _check_location(out: Path, path: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"--out {out} is a file, not a folder")
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"{path} is a file, not a zarr store folder; use a new --out")
+
+
+def _check_writable(target: Path, out: Path) -> None:
+    """Fail early, with one line, if ``target`` (or its nearest existing parent) is read-only.
+
+    ``os.access`` rather than a probe file: it also reports read-only file systems for root,
+    and it leaves no trace in a store we must not modify.
+    """
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise StoreError(f"--out {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StoreError(f"--out {out} is not writable ({existing}: read-only or no permission)")

@@ -307,7 +307,8 @@ def fit_members(
                         ]
                     )
                 losses, grads = step_fn(params, buffers, xb, yb)
-                finite = torch.isfinite(losses) & torch.isfinite(grads).all(dim=1)
+                # One reduction catches NaN/inf anywhere in a member's gradient.
+                finite = torch.isfinite(losses) & torch.isfinite(grads.sum(dim=1))
                 active.mul_(finite.reshape(-1, 1))
                 optimizer.step(params, grads, state, hp, schedule(step), active)
                 step += 1

@@ -36,8 +36,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt files raise many different exception types
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a weights file ({reason})") \
-            from exc
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not a weights file ({reason})"
+        ) from exc
     for key in _NESTED_KEYS:
         if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
             loaded = loaded[key]
@@ -65,8 +66,9 @@ def load_checkpoint(path: str | Path, model: nn.Module) -> nn.Module:
         if missing:
             detail.append(f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
         if unexpected:
-            detail.append(f"unexpected {', '.join(unexpected[:3])}"
-                          f"{' ...' if len(unexpected) > 3 else ''}")
+            detail.append(
+                f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}"
+            )
         raise CheckpointError(f"checkpoint {path} does not fit the model ({'; '.join(detail)})")
     for name, tensor in state.items():
         if tuple(tensor.shape) != tuple(expected[name].shape):

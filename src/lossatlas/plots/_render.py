@@ -9,8 +9,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: figures are rendered to bytes, never shown
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 __all__ = ["figure_to_png", "plotly_to_html"]
 

@@ -1,0 +1,21 @@
+"""Golden accuracies on MNIST-1D through the real train stage (slow: run with -m slow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lossatlas.config import load_config
+from lossatlas.stages import train_stage
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("model", "floor"), [("mlp", 0.60), ("cnn1d", 0.85)])
+def test_quick_preset_reaches_the_expected_test_accuracy(
+    tmp_path: Path, model: str, floor: float
+) -> None:
+    config = load_config("quick", flags={"model.name": model, "device": "cpu"})
+    summary = train_stage(config, tmp_path / model)
+    assert not summary.diverged.any()
+    assert summary.final["test_acc"].mean() >= floor

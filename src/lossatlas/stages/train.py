@@ -34,7 +34,14 @@ from lossatlas.runtime import resolve_device, resolve_dtype
 from lossatlas.seeding import derive_seed
 from lossatlas.store import AtlasStore
 
-__all__ = ["TRAIN_GROUP", "TrainSummary", "open_store", "train_stage"]
+__all__ = [
+    "TRAIN_GROUP",
+    "TrainSummary",
+    "open_store",
+    "run_dataset",
+    "template_model",
+    "train_stage",
+]
 
 TRAIN_GROUP = "train"
 
@@ -67,15 +74,21 @@ def open_store(out: str | Path, config: Config) -> AtlasStore:
     )
 
 
+def run_dataset(config: Config) -> Dataset:
+    """The dataset of ``config`` on its device and dtype (cached per config in-process)."""
+    return _cached_dataset(config.model_dump_json(include={"data", "device", "dtype"}))
+
+
 @lru_cache(maxsize=4)
-def _dataset(config_json: str) -> Dataset:
+def _cached_dataset(data_json: str) -> Dataset:
     # Units of one run share a process on the local executor; build the data once.
-    config = Config.model_validate_json(config_json)
+    config = Config.model_validate_json(data_json)
     device, dtype = resolve_device(config.device), resolve_dtype(config.dtype)
     return load_dataset(config.data).to(device, dtype)
 
 
-def _template(config: Config, dataset: Dataset) -> torch.nn.Module:
+def template_model(config: Config, dataset: Dataset) -> torch.nn.Module:
+    """The run's model with its seeded template weights, on the run's device and dtype."""
     model = build_model(
         config.model,
         dataset.input_shape,
@@ -95,8 +108,8 @@ def train_stage(
     """
     started = time.perf_counter()
     store = open_store(out, config)
-    dataset = _dataset(config.model_dump_json())
-    model = _template(config, dataset)
+    dataset = run_dataset(config)
+    model = template_model(config, dataset)
     space = ParamSpace(model)
     members, dim, epochs = config.train.members, space.dim, config.train.epochs
     per_unit = config.train.members_per_unit
@@ -189,8 +202,8 @@ def train_unit(out: str, config_json: str, start: int, stop: int) -> None:
     """Train members ``[start, stop)`` and write their rows. Runs on any executor."""
     config = Config.model_validate_json(config_json)
     store = AtlasStore.open(out, create=False)
-    dataset = _dataset(config_json)
-    space = ParamSpace(_template(config, dataset))
+    dataset = run_dataset(config)
+    space = ParamSpace(template_model(config, dataset))
     ids = torch.arange(start, stop)
     train = config.train
     init = initial_points(

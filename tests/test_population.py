@@ -146,3 +146,21 @@ def test_same_seed_same_numbers() -> None:
     a = train_population(tiny_mlp(), (x, y), members=2, epochs=2, seed=5)
     b = train_population(tiny_mlp(), (x, y), members=2, epochs=2, seed=5)
     assert torch.equal(a.params, b.params)
+
+
+def test_grad_transform_keeps_members_in_a_subspace() -> None:
+    """Projecting out a direction u keeps every member's displacement orthogonal to u."""
+    x, y = blobs(64, dtype=torch.float64)
+    model = tiny_mlp().double()
+    space = ParamSpace(model)
+    init = initial_points(space, 2, seed=1)
+    u = torch.nn.functional.normalize(torch.randn(space.dim, dtype=torch.float64), dim=0)
+    pop = fit_members(
+        space, init, x, y, plan=TrainPlan(epochs=2, batch_size=16),
+        hp=HyperParams.build(init, lr=0.1), member_ids=torch.arange(2),
+        eval_splits={"train": (x, y)},
+        grad_transform=lambda g: g - (g @ u).unsqueeze(1) * u,
+    )
+    moved = pop.params - init
+    assert moved.norm() > 1e-3
+    torch.testing.assert_close(moved @ u, torch.zeros(2, dtype=torch.float64), atol=1e-12, rtol=0)

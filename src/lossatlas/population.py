@@ -234,11 +234,15 @@ def fit_members(
     buffers: Mapping[str, torch.Tensor] | None = None,
     on_snapshot: SnapshotFn | None = None,
     on_epoch: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
+    grad_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Population:
     """Train the members whose start points are ``init`` (K, D). The library's one loop.
 
     ``member_ids`` (K,) are the members' global indices; ``buffers`` (name -> (K, *shape))
-    default to copies of the template's buffers.
+    default to copies of the template's buffers. ``grad_transform`` maps the gradients
+    (K, D) -> (K, D) before the optimiser sees them: constrained optimisation (tunnels,
+    m-connectors) projects them onto a subspace there. Weight decay is added inside the
+    optimiser, after the projection, so constrained runs should use ``weight_decay=0``.
     """
     params = init.clone()
     members, n_train = params.shape[0], x_train.shape[0]
@@ -310,6 +314,8 @@ def fit_members(
                 # One reduction catches NaN/inf anywhere in a member's gradient.
                 finite = torch.isfinite(losses) & torch.isfinite(grads.sum(dim=1))
                 active.mul_(finite.reshape(-1, 1))
+                if grad_transform is not None:
+                    grads = grad_transform(grads)
                 optimizer.step(params, grads, state, hp, schedule(step), active)
                 step += 1
                 if (

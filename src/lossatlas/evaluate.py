@@ -6,7 +6,7 @@ processed in chunks so that memory stays bounded (``points x chunk x widest acti
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Literal
 
 import torch
@@ -15,11 +15,19 @@ from torch.func import functional_call, vmap
 
 from lossatlas.params import ParamSpace
 
-__all__ = ["LOOP_MIN_SAMPLES", "LossFn", "evaluate_points", "member_loss_fn"]
+__all__ = [
+    "LOOP_MIN_SAMPLES",
+    "LossFn",
+    "Strategy",
+    "evaluate_points",
+    "member_loss_fn",
+    "predict_points",
+]
 
 # Forward passes at least this large are matmul-bound on CPU; see evaluate_points(strategy=).
 LOOP_MIN_SAMPLES = 1024
 
+Strategy = Literal["auto", "vmap", "loop"]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss_fn(logits (N, C), targets (N,)) -> scalar mean loss``."""
 
@@ -52,7 +60,7 @@ def evaluate_points(
     loss_fn: LossFn | None = None,
     sample_chunk: int = 2048,
     point_chunk: int | None = None,
-    strategy: Literal["auto", "vmap", "loop"] = "auto",
+    strategy: Strategy = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean loss and accuracy of every point on ``(x, y)``, in eval mode.
 
@@ -66,75 +74,96 @@ def evaluate_points(
         sample_chunk: samples per forward pass; bounds memory.
         point_chunk: points per ``vmap`` call (default: all ``B``).
         strategy: ``vmap`` evaluates all points of a chunk in one call, ``loop`` one point at
-            a time. ``auto`` picks ``loop`` when a forward pass holds at least
-            ``LOOP_MIN_SAMPLES`` samples: then each point's pass is already matmul-bound, and
-            measurements on CPU showed vmap 2-3x slower there (its decomposed bias adds and
-            activations stream (B, N, width) tensors through memory), while on small batches
-            vmap wins 2-3x by removing per-call overhead.
+            a time with a plain forward pass. ``auto`` picks ``loop`` on CPU when a forward pass
+            holds at least ``LOOP_MIN_SAMPLES`` samples: each point's pass is then already
+            matmul-bound, and measurements showed vmap 2-3x slower there (its decomposed bias
+            adds and activations stream (B, N, width) tensors through memory), while on small
+            batches vmap wins 2-3x by removing per-call overhead. On a GPU a per-point loop is
+            launch-bound, so ``auto`` always batches there.
 
     Returns:
         ``(loss, accuracy)``, each of shape ``(B,)`` in ``thetas``' dtype.
     """
     loss = loss_fn or F.cross_entropy
+    total_loss = torch.zeros(thetas.shape[0], dtype=thetas.dtype, device=thetas.device)
+    correct = torch.zeros_like(total_loss)
+    for rows, start, logits in _iter_logits(
+        space, thetas, x, buffers, buffers_batched, sample_chunk, point_chunk, strategy
+    ):
+        ys = y[start : start + logits.shape[1]]
+        # vmap the loss too, so any user loss_fn with the (logits, y) -> mean contract works.
+        chunk_loss = vmap(loss, in_dims=(0, None))(logits, ys)
+        total_loss[rows] += chunk_loss.to(total_loss.dtype) * ys.shape[0]
+        correct[rows] += (logits.argmax(dim=-1) == ys).sum(dim=-1).to(correct.dtype)
+    return total_loss / x.shape[0], correct / x.shape[0]
+
+
+@torch.no_grad()
+def predict_points(
+    space: ParamSpace,
+    thetas: torch.Tensor,
+    x: torch.Tensor,
+    *,
+    buffers: Mapping[str, torch.Tensor] | None = None,
+    buffers_batched: bool = False,
+    sample_chunk: int = 2048,
+    point_chunk: int | None = None,
+    strategy: Strategy = "auto",
+) -> torch.Tensor:
+    """Logits of every point on ``x``: ``(B, N, C)``, in eval mode (see :func:`evaluate_points`)."""
+    out: torch.Tensor | None = None
+    for rows, start, logits in _iter_logits(
+        space, thetas, x, buffers, buffers_batched, sample_chunk, point_chunk, strategy
+    ):
+        if out is None:
+            out = logits.new_empty(thetas.shape[0], x.shape[0], logits.shape[-1])
+        out[rows, start : start + logits.shape[1]] = logits
+    assert out is not None
+    return out
+
+
+def _iter_logits(
+    space: ParamSpace,
+    thetas: torch.Tensor,
+    x: torch.Tensor,
+    buffers: Mapping[str, torch.Tensor] | None,
+    buffers_batched: bool,
+    sample_chunk: int,
+    point_chunk: int | None,
+    strategy: Strategy,
+) -> Iterator[tuple[slice, int, torch.Tensor]]:
+    """Yield ``(point rows, first sample, logits (rows, n_chunk, C))`` over all chunks.
+
+    The module is put in eval mode for the duration and restored afterwards.
+    """
     if buffers is None:
         buffers = dict(space.model.named_buffers())
     n_points = thetas.shape[0]
     if strategy == "auto":
-        # On a GPU a per-point loop is launch-bound, so batching always wins there.
         big_passes = min(sample_chunk, x.shape[0]) >= LOOP_MIN_SAMPLES
         strategy = "loop" if x.device.type == "cpu" and big_passes else "vmap"
     point_chunk = 1 if strategy == "loop" else (point_chunk or n_points)
-    was_training = space.model.training
-    space.model.eval()
-    try:
-        losses, accs = [], []
-        for start in range(0, n_points, point_chunk):
-            stop = min(start + point_chunk, n_points)
-            chunk_buffers = (
-                {k: v[start:stop] for k, v in buffers.items()} if buffers_batched else buffers
-            )
-            chunk_loss, chunk_acc = _evaluate_chunk(
-                space,
-                thetas[start:stop],
-                x,
-                y,
-                chunk_buffers,
-                buffers_batched,
-                loss,
-                sample_chunk,
-            )
-            losses.append(chunk_loss)
-            accs.append(chunk_acc)
-        return torch.cat(losses), torch.cat(accs)
-    finally:
-        space.model.train(was_training)
 
-
-def _evaluate_chunk(
-    space: ParamSpace,
-    thetas: torch.Tensor,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    buffers: Mapping[str, torch.Tensor],
-    buffers_batched: bool,
-    loss: LossFn,
-    sample_chunk: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
     def logits_at(
         named: dict[str, torch.Tensor], bufs: dict[str, torch.Tensor], xs: torch.Tensor
     ) -> torch.Tensor:
         return functional_call(space.model, (named, bufs), (xs,), strict=True)
 
-    batched_logits = vmap(logits_at, in_dims=(0, 0 if buffers_batched else None, None))
-    named = space.unflatten(thetas)
-    n = x.shape[0]
-    total_loss = torch.zeros(thetas.shape[0], dtype=thetas.dtype, device=thetas.device)
-    correct = torch.zeros_like(total_loss)
-    for start in range(0, n, sample_chunk):
-        xs, ys = x[start : start + sample_chunk], y[start : start + sample_chunk]
-        logits = batched_logits(named, dict(buffers), xs)  # (B, n_chunk, C)
-        # vmap the loss too, so any user loss_fn with the (logits, y) -> mean contract works.
-        chunk_loss = vmap(loss, in_dims=(0, None))(logits, ys)
-        total_loss += chunk_loss.to(total_loss.dtype) * xs.shape[0]
-        correct += (logits.argmax(dim=-1) == ys).sum(dim=-1).to(correct.dtype)
-    return total_loss / n, correct / n
+    batched = vmap(logits_at, in_dims=(0, 0 if buffers_batched else None, None))
+    was_training = space.model.training
+    space.model.eval()
+    try:
+        for first in range(0, n_points, point_chunk):
+            rows = slice(first, min(first + point_chunk, n_points))
+            named = space.unflatten(thetas[rows])
+            bufs = {k: v[rows] for k, v in buffers.items()} if buffers_batched else dict(buffers)
+            for start in range(0, x.shape[0], sample_chunk):
+                xs = x[start : start + sample_chunk]
+                if strategy == "loop":  # one point: a plain forward pass, no vmap machinery
+                    single = {k: v[0] for k, v in named.items()}
+                    one_bufs = {k: v[0] for k, v in bufs.items()} if buffers_batched else bufs
+                    yield rows, start, logits_at(single, one_bufs, xs).unsqueeze(0)
+                else:
+                    yield rows, start, batched(named, bufs, xs)
+    finally:
+        space.model.train(was_training)

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lossatlas.config import Config, load_config
-from lossatlas.errors import LossAtlasError
+from lossatlas.errors import ConfigError, LossAtlasError
 
 app = typer.Typer(
     name="lossatlas",
@@ -166,6 +166,109 @@ def show(
         console.print(store.to_rich())
 
     _guarded(debug, action)
+
+
+# ----------------------------------------------------------------------------- probes
+
+MemberOption = Annotated[int, typer.Option(help="Which member of the stored population.")]
+CheckpointOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Probe a user checkpoint (.safetensors, or .pt loaded with weights_only) instead; "
+        "--preset/--config/overrides then name its model and data."
+    ),
+]
+NameOption = Annotated[str, typer.Option(help="Name of this probe run inside the store.")]
+
+
+def _probe_request(
+    out: Path,
+    member: int,
+    checkpoint: Path | None,
+    preset: str,
+    config: Path | None,
+    overrides: list[str] | None,
+) -> Any:
+    from lossatlas.stages.probes import ProbeRequest
+
+    cfg = _resolve_config(preset, config, overrides, {}) if checkpoint is not None else None
+    if checkpoint is None and (config is not None or overrides):
+        raise LossAtlasError(
+            "--config and overrides apply to --checkpoint runs; a stored "
+            "population keeps the config it was trained with"
+        )
+    return ProbeRequest(out=out, member=member, checkpoint=checkpoint, config=cfg)
+
+
+def _print_probe(out: Path, group: str, ran: bool) -> None:
+    from lossatlas.store import AtlasStore
+
+    store = AtlasStore.open(out, read_only=True)
+    result = store.attrs(group).get("result", {})
+    table = Table(title=f"{group} ({'computed' if ran else 'already complete, not recomputed'})")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+@app.command()
+def width(
+    out: OutOption = Path("out/atlas"),
+    member: MemberOption = 0,
+    checkpoint: CheckpointOption = None,
+    preset: PresetOption = "quick",
+    config: ConfigOption = None,
+    directions: Annotated[int, typer.Option(help="Number of random directions K.")] = 32,
+    threshold: Annotated[float, typer.Option(help="Loss rise that ends the tunnel.")] = 0.1,
+    threshold_mode: Annotated[
+        str, typer.Option(help="additive, multiplicative or absolute.")
+    ] = "additive",
+    kind: Annotated[str, typer.Option(help="gaussian or filter directions.")] = "gaussian",
+    max_distance: Annotated[float, typer.Option(help="Longest distance searched.")] = 100.0,
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "train",
+    seed: Annotated[int, typer.Option(help="Seed of the directions.")] = 0,
+    snapshots: Annotated[
+        bool, typer.Option(help="Also track width over the stored training snapshots.")
+    ] = False,
+    name: NameOption = "default",
+    overrides: OverridesArg = None,
+    debug: DebugOption = False,
+) -> None:
+    """Tunnel width: how far the loss stays low along random directions (PAPERS A6)."""
+    from lossatlas.config import WidthOptions
+    from lossatlas.stages.width import width_stage
+
+    def action() -> None:
+        options = _validated(
+            WidthOptions,
+            n_directions=directions,
+            threshold=threshold,
+            threshold_mode=threshold_mode,
+            direction_kind=kind,
+            max_distance=max_distance,
+            split=split,
+            seed=seed,
+            snapshots=snapshots,
+        )
+        request = _probe_request(out, member, checkpoint, preset, config, overrides)
+        group, ran = width_stage(request, options, name)
+        _print_probe(out, group, ran)
+
+    _guarded(debug, action)
+
+
+def _validated(model: Any, **values: Any) -> Any:
+    """Build a pydantic options model, turning validation errors into one-line ConfigErrors."""
+    from pydantic import ValidationError
+
+    from lossatlas.config import format_validation_error
+
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from exc
 
 
 def main() -> None:

@@ -210,7 +210,7 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return tree
 
 
-def _format_validation_error(exc: ValidationError) -> str:
+def format_validation_error(exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "config"
     message = first["msg"]
@@ -225,7 +225,7 @@ def validate_config(tree: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc)) from exc
+        raise ConfigError(format_validation_error(exc)) from exc
 
 
 def load_config(
@@ -243,3 +243,24 @@ def load_config(
         if value is not None:  # an option the user did not give leaves the config alone
             _set_dotted(tree, key, value, f"option {key}")
     return validate_config(tree)
+
+
+# --------------------------------------------------------------------------- probe options
+
+
+class WidthOptions(StrictModel):
+    """``lossatlas width``: tunnel width along random directions (PAPERS A6)."""
+
+    n_directions: int = Field(32, gt=0)
+    threshold: float = Field(0.1, gt=0.0, description="loss rise that ends the tunnel")
+    threshold_mode: Literal["absolute", "additive", "multiplicative"] = "additive"
+    direction_kind: Literal["gaussian", "filter"] = "gaussian"
+    max_distance: float = Field(100.0, gt=0.0)
+    tol: float = Field(1e-3, gt=0.0, lt=1.0, description="relative bisection tolerance")
+    split: Literal["train", "val", "test"] = "train"
+    seed: int = 0
+    snapshots: bool = Field(
+        False,
+        description="also track width over the member's stored "
+        "training snapshots (needs train.snapshot_every > 0)",
+    )

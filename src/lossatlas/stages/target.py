@@ -30,6 +30,8 @@ class Target:
         buffers: the point's buffers (BatchNorm statistics), name -> tensor.
         dataset: the data the point was trained on.
         source: a human description, recorded with every probe result.
+        out: the store the point came from (``None`` for a checkpoint).
+        member: its member index in that store's population.
     """
 
     model: nn.Module
@@ -38,6 +40,8 @@ class Target:
     buffers: dict[str, torch.Tensor]
     dataset: Dataset
     source: str
+    out: Path | None = None
+    member: int | None = None
 
     def load_into_model(self) -> nn.Module:
         """Copy the point into the module (for code that wants a plain stateful model)."""
@@ -68,15 +72,23 @@ def target_from_store(store: AtlasStore, member: int = 0) -> Target:
     device, dtype = dataset.x_train.device, dataset.x_train.dtype
     params = torch.as_tensor(store.read(f"{TRAIN_GROUP}/params", (member,)))
     if not torch.isfinite(params).all():
-        raise StoreError(f"member {member} has no finished parameters in {store.path}; "
-                         "re-run lossatlas train to finish it")
+        raise StoreError(
+            f"member {member} has no finished parameters in {store.path}; "
+            "re-run lossatlas train to finish it"
+        )
     buffers = {
         name: torch.as_tensor(store.read(f"{TRAIN_GROUP}/buffers/{name}", (member,))).to(device)
         for name, _ in model.named_buffers()
     }
     return Target(
-        model=model, space=ParamSpace(model), params=params.to(device=device, dtype=dtype),
-        buffers=buffers, dataset=dataset, source=f"{store.out_dir} member {member}",
+        model=model,
+        space=ParamSpace(model),
+        params=params.to(device=device, dtype=dtype),
+        buffers=buffers,
+        dataset=dataset,
+        source=f"{store.out_dir} member {member}",
+        out=store.out_dir,
+        member=member,
     )
 
 
@@ -86,6 +98,10 @@ def target_from_checkpoint(config: Config, checkpoint: str | Path) -> Target:
     model = load_checkpoint(checkpoint, template_model(config, dataset))
     space = ParamSpace(model)
     return Target(
-        model=model, space=space, params=space.flatten(), buffers=space.buffers(),
-        dataset=dataset, source=f"checkpoint {checkpoint}",
+        model=model,
+        space=space,
+        params=space.flatten(),
+        buffers=space.buffers(),
+        dataset=dataset,
+        source=f"checkpoint {checkpoint}",
     )

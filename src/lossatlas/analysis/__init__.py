@@ -1,0 +1,40 @@
+"""Analysis: statistics on arrays (weights, predictions, losses) produced by earlier stages.
+
+Nothing here imports ``torch.nn``: inputs are numpy arrays or tensors, outputs are numbers and
+numpy arrays, so analyses run on anything read back from the store.
+"""
+
+from lossatlas.analysis.ensembles import (
+    accuracy_difference_se,
+    angle_matrix,
+    disagreement,
+    disagreement_matrix,
+    ensemble_accuracy,
+    ensemble_probs,
+    mean_offdiagonal,
+    predictions,
+    running_ensemble_accuracy,
+    softmax,
+    successive_angles,
+    successive_disagreement,
+    swa_average,
+    vector_angle,
+)
+
+__all__ = [
+    # Ensembles (PAPERS A7)
+    "accuracy_difference_se",
+    "angle_matrix",
+    "disagreement",
+    "disagreement_matrix",
+    "ensemble_accuracy",
+    "ensemble_probs",
+    "mean_offdiagonal",
+    "predictions",
+    "running_ensemble_accuracy",
+    "softmax",
+    "successive_angles",
+    "successive_disagreement",
+    "swa_average",
+    "vector_angle",
+]

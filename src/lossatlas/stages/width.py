@@ -11,7 +11,8 @@ from lossatlas.errors import StoreError
 from lossatlas.plots import figure_to_png
 from lossatlas.plots.width import plot_width_distribution, plot_width_vs_norm
 from lossatlas.probes.width import tunnel_width, width_over_snapshots
-from lossatlas.stages.probes import ProbeOutput, ProbeRequest, run_probe
+from lossatlas.stages.output import StageOutput
+from lossatlas.stages.probes import ProbeRequest, run_probe
 from lossatlas.stages.target import Target
 from lossatlas.stages.train import TRAIN_GROUP
 from lossatlas.store import AtlasStore
@@ -32,7 +33,7 @@ def _width_kwargs(options: WidthOptions) -> dict[str, Any]:
     }
 
 
-def compute_width(target: Target, options: WidthOptions) -> ProbeOutput:
+def compute_width(target: Target, options: WidthOptions) -> StageOutput:
     """Width at ``target.params``; with ``options.snapshots`` also along its training run."""
     width = tunnel_width(
         target.model,
@@ -42,7 +43,7 @@ def compute_width(target: Target, options: WidthOptions) -> ProbeOutput:
         keep_directions=False,
         **_width_kwargs(options),
     )
-    output = ProbeOutput(
+    output = StageOutput(
         arrays={
             "distances": width.distances.cpu().numpy(),
             "censored_mask": width.censored_mask.cpu().numpy(),

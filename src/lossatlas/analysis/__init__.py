@@ -20,6 +20,15 @@ from lossatlas.analysis.ensembles import (
     swa_average,
     vector_angle,
 )
+from lossatlas.analysis.topology import (
+    LossTopology,
+    compare_networks,
+    diagram_distance,
+    knn_graph,
+    persistence_diagrams,
+    persistence_summary,
+    sublevel_filtration,
+)
 
 __all__ = [
     # Ensembles (PAPERS A7)
@@ -37,4 +46,15 @@ __all__ = [
     "successive_disagreement",
     "swa_average",
     "vector_angle",
+]
+
+# Topology (PAPERS B3, B4): a separate sorted block, so that each group stays sorted for ruff.
+__all__ += [
+    "LossTopology",
+    "compare_networks",
+    "diagram_distance",
+    "knn_graph",
+    "persistence_diagrams",
+    "persistence_summary",
+    "sublevel_filtration",
 ]

@@ -48,7 +48,9 @@ class Population:
         buffers: name -> ``(K, *shape)`` final buffers (BatchNorm statistics).
         history: ``"{split}_{metric}"`` -> ``(K, epochs + 1)``; column 0 is before training.
         diverged: ``(K,)`` bool.
-        member_ids: ``(K,)`` global member indices (seeds derive from these).
+        member_ids: ``(K,)`` the members' seed-stream ids (init, data order, augmentation
+            derive from these). Usually the global member index; ids may repeat when members
+            should share a data order (jump-and-retrain shares one order per seed).
         snapshots: ``(K, S, D)`` when snapshots were kept in memory, else ``None``.
         snapshot_steps: the optimiser step of each snapshot, ``(S,)``.
     """

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from lossatlas.errors import ConfigError
 
 __all__ = [
+    "CORE_SECTIONS",
     "Config",
     "DataConfig",
     "ModelConfig",
@@ -24,6 +25,7 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "available_presets",
+    "core_config",
     "load_config",
 ]
 
@@ -130,6 +132,15 @@ class Config(StrictModel):
         ):
             raise ValueError(f"data.path is required for data.name={self.data.name}")
         return self
+
+
+# Sections every stage shares; study sections (RunConfig) extend these.
+CORE_SECTIONS = frozenset({"seed", "device", "dtype", "data", "model", "train"})
+
+
+def core_config(config: Config) -> Config:
+    """Just the core sections of ``config`` (drops study sections of a RunConfig)."""
+    return Config.model_validate(config.model_dump(include=set(CORE_SECTIONS)))
 
 
 # --------------------------------------------------------------------------- loading

@@ -85,17 +85,38 @@ def evaluate_points(
         ``(loss, accuracy)``, each of shape ``(B,)`` in ``thetas``' dtype.
     """
     loss = loss_fn or F.cross_entropy
+    # The default loss on class labels takes a batched fast path (see _batched_cross_entropy);
+    # negative labels (F.cross_entropy's ignore_index) keep the general one.
+    fast_ce = (
+        loss_fn is None and y.dim() == 1 and not y.is_floating_point() and not bool((y < 0).any())
+    )
     total_loss = torch.zeros(thetas.shape[0], dtype=thetas.dtype, device=thetas.device)
     correct = torch.zeros_like(total_loss)
     for rows, start, logits in _iter_logits(
         space, thetas, x, buffers, buffers_batched, sample_chunk, point_chunk, strategy
     ):
         ys = y[start : start + logits.shape[1]]
-        # vmap the loss too, so any user loss_fn with the (logits, y) -> mean contract works.
-        chunk_loss = vmap(loss, in_dims=(0, None))(logits, ys)
+        if fast_ce and logits.dim() == 3:
+            chunk_loss = _batched_cross_entropy(logits, ys)
+        else:
+            # vmap the loss, so any user loss_fn with the (logits, y) -> mean contract works.
+            chunk_loss = vmap(loss, in_dims=(0, None))(logits, ys)
         total_loss[rows] += chunk_loss.to(total_loss.dtype) * ys.shape[0]
         correct[rows] += (logits.argmax(dim=-1) == ys).sum(dim=-1).to(correct.dtype)
     return total_loss / x.shape[0], correct / x.shape[0]
+
+
+def _batched_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of ``logits`` (B, n, C) against labels ``y`` (n,) -> ``(B,)``.
+
+    The same quantity as ``F.cross_entropy`` (``logsumexp - target logit``, both stable), but
+    without vmap dispatch and without its log-softmax kernel, which is slow on short rows: on
+    CPU with 10 classes this measured ~4x faster (0.13 vs 0.55 ms for 3600 samples), about 8%
+    of a full-batch evaluation of a 256-wide MLP.
+    """
+    index = y.view(1, -1, 1).expand(logits.shape[0], -1, 1)
+    target = logits.gather(-1, index).squeeze(-1)
+    return (torch.logsumexp(logits, dim=-1) - target).mean(dim=-1)
 
 
 @torch.no_grad()

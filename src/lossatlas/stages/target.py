@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lossatlas.checkpoint import load_checkpoint
-from lossatlas.config import Config
+from lossatlas.config import CORE_SECTIONS, Config
 from lossatlas.data import Dataset
 from lossatlas.errors import StoreError
 from lossatlas.params import ParamSpace
@@ -54,7 +54,7 @@ def store_config(store: AtlasStore) -> Config:
     recorded = store.attrs().get("config")
     if not isinstance(recorded, dict):
         raise StoreError(f"{store.path} records no config; it was not made by lossatlas train")
-    return Config.model_validate(recorded)
+    return Config.model_validate({k: v for k, v in recorded.items() if k in CORE_SECTIONS})
 
 
 def target_from_store(store: AtlasStore, member: int = 0) -> Target:

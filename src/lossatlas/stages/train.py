@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lossatlas.config import Config
+from lossatlas.config import CORE_SECTIONS, Config, core_config
 from lossatlas.data import Dataset, load_dataset
 from lossatlas.execute import Executor, LocalExecutor, Unit, run_units
 from lossatlas.models import build_model
@@ -62,8 +62,7 @@ class TrainSummary:
 
 def config_fingerprint(config: Config) -> dict[str, Any]:
     """The settings that determine the numbers; the device is free to change between runs."""
-    tree = config.model_dump(mode="json")
-    tree.pop("device", None)
+    tree = config.model_dump(mode="json", include=set(CORE_SECTIONS - {"device"}))
     return tree
 
 
@@ -100,21 +99,29 @@ def template_model(config: Config, dataset: Dataset) -> torch.nn.Module:
 
 
 def train_stage(
-    config: Config, out: str | Path, *, executor: Executor | None = None
+    config: Config,
+    out: str | Path,
+    *,
+    executor: Executor | None = None,
+    group: str = TRAIN_GROUP,
 ) -> TrainSummary:
     """Train ``config.train.members`` members and write them to ``OUT/atlas.zarr``.
 
-    Completed units are skipped, so re-running after an interruption resumes.
+    Completed units are skipped, so re-running after an interruption resumes. ``group`` is
+    where the population goes (the layout above, under that group instead of ``train``).
     """
     started = time.perf_counter()
-    store = open_store(out, config)
+    # The store's root fingerprint is that of the run's main config; a side population (e.g.
+    # one network of a study, with its own label noise or weight decay) lives in a store made
+    # for another config, so only its own group's fingerprint guards it.
+    store = open_store(out, config) if group == TRAIN_GROUP else AtlasStore.open(out)
     dataset = run_dataset(config)
     model = template_model(config, dataset)
     space = ParamSpace(model)
     members, dim, epochs = config.train.members, space.dim, config.train.epochs
     per_unit = config.train.members_per_unit
     store.ensure_group(
-        TRAIN_GROUP,
+        group,
         attrs={
             "members": members,
             "dim": dim,
@@ -127,23 +134,27 @@ def train_stage(
         },
         fingerprint=config_fingerprint(config),
     )
-    _create_arrays(store, config, space, dataset, model)
+    _create_arrays(store, config, space, dataset, model, group)
     units = [
         Unit(
             id=f"members-{start:04d}-{min(start + per_unit, members) - 1:04d}",
             fn=train_unit,
-            args=(str(out), config.model_dump_json(), start, min(start + per_unit, members)),
+            args=(
+                str(out),
+                core_config(config).model_dump_json(),
+                start,
+                min(start + per_unit, members),
+                group,
+            ),
             weight=min(per_unit, members - start),
         )
         for start in range(0, members, per_unit)
     ]
-    ran = run_units(executor or LocalExecutor(), store, TRAIN_GROUP, units, description="train")
+    ran = run_units(executor or LocalExecutor(), store, group, units, description="train")
     seconds = time.perf_counter() - started
     if ran:
-        store.record_timing(TRAIN_GROUP, "train", seconds)
-    final = {
-        name: store.read(f"{TRAIN_GROUP}/history/{name}")[:, -1] for name in _metric_names(dataset)
-    }
+        store.record_timing(group, "train", seconds)
+    final = {name: store.read(f"{group}/history/{name}")[:, -1] for name in _metric_names(dataset)}
     return TrainSummary(
         out=Path(out),
         members=members,
@@ -151,7 +162,7 @@ def train_stage(
         ran_units=ran,
         skipped_units=len(units) - len(ran),
         final=final,
-        diverged=store.read(f"{TRAIN_GROUP}/diverged"),
+        diverged=store.read(f"{group}/diverged"),
         seconds=seconds,
     )
 
@@ -170,12 +181,16 @@ def _snapshot_count(config: Config, steps_per_epoch: int) -> int:
 
 
 def _create_arrays(
-    store: AtlasStore, config: Config, space: ParamSpace, dataset: Dataset, model: torch.nn.Module
+    store: AtlasStore,
+    config: Config,
+    space: ParamSpace,
+    dataset: Dataset,
+    model: torch.nn.Module,
+    group: str = TRAIN_GROUP,
 ) -> None:
     """Create every array up front (idempotent), so units only ever write their own rows."""
     k, d, e = config.train.members, space.dim, config.train.epochs
     rows = min(config.train.members_per_unit, k)
-    group = TRAIN_GROUP
     for name in ("init", "params"):
         store.create_array(f"{group}/{name}", (k, d), "float32", (rows, d))
     store.create_array(f"{group}/diverged", (k,), "bool", (rows,))
@@ -198,8 +213,8 @@ def _create_arrays(
         )
 
 
-def train_unit(out: str, config_json: str, start: int, stop: int) -> None:
-    """Train members ``[start, stop)`` and write their rows. Runs on any executor."""
+def train_unit(out: str, config_json: str, start: int, stop: int, group: str = TRAIN_GROUP) -> None:
+    """Train members ``[start, stop)`` and write their rows under ``group``. Any executor."""
     config = Config.model_validate_json(config_json)
     store = AtlasStore.open(out, create=False)
     dataset = run_dataset(config)
@@ -231,7 +246,7 @@ def train_unit(out: str, config_json: str, start: int, stop: int) -> None:
     augment = _augmenter(config, dataset)
 
     def write_snapshot(index: int, step: int, params: torch.Tensor) -> None:
-        store.write(f"{TRAIN_GROUP}/snapshots", (slice(start, stop), index), params)
+        store.write(f"{group}/snapshots", (slice(start, stop), index), params)
 
     population = fit_members(
         space,
@@ -245,14 +260,14 @@ def train_unit(out: str, config_json: str, start: int, stop: int) -> None:
         on_snapshot=write_snapshot if train.snapshot_every else None,
     )
     rows = (slice(start, stop),)
-    store.write(f"{TRAIN_GROUP}/init", rows, population.init)
+    store.write(f"{group}/init", rows, population.init)
     for name, values in population.history.items():
-        store.write(f"{TRAIN_GROUP}/history/{name}", rows, values)
+        store.write(f"{group}/history/{name}", rows, values)
     for name, values in population.buffers.items():
-        store.write(f"{TRAIN_GROUP}/buffers/{name}", rows, values)
-    store.write(f"{TRAIN_GROUP}/diverged", rows, population.diverged)
+        store.write(f"{group}/buffers/{name}", rows, values)
+    store.write(f"{group}/diverged", rows, population.diverged)
     # params last: together with the marker it says the unit's members are finished.
-    store.write(f"{TRAIN_GROUP}/params", rows, population.params)
+    store.write(f"{group}/params", rows, population.params)
 
 
 def _augmenter(config: Config, dataset: Dataset):  # type: ignore[no-untyped-def]

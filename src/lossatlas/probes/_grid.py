@@ -1,0 +1,506 @@
+"""The engine behind :mod:`lossatlas.probes.subspace`: many points of one subspace, batched.
+
+Every probe in ``subspace`` (lines, planes, N-D grids, rays, simplices) evaluates points of the
+form ``theta_p = base + coefs[p] @ terms`` with ``terms`` (K, D), ``coefs`` (P, K) and an
+optional ``base`` (D,). :class:`SubspaceEvaluator` turns that into
+:func:`~lossatlas.evaluate.evaluate_points` calls:
+
+1. **First-layer shortcut** (``_shortcut``): when the model's first parametrised layer is a
+   Linear/Conv on the input, its output on the subspace is ``f(base) + sum_k c_k f(e_k)``; the
+   ``K + 1`` maps are computed once per sample block and each point only combines them.
+2. **BatchNorm recompute** (``bn_data``): per point, fresh running statistics are accumulated
+   over ``bn_data`` in train mode (BatchNorm layers only; dropout stays off so the result is
+   deterministic), with the cumulative average of ``momentum=None``, then used in eval mode.
+3. **Memory budget**: points are materialised and evaluated in chunks sized from an estimate
+   of the bytes each point needs (see :func:`activation_bytes_per_sample` and
+   :meth:`SubspaceEvaluator._plan`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+from torch.overrides import TorchFunctionMode
+
+from lossatlas.evaluate import LOOP_MIN_SAMPLES, LossFn, Strategy, evaluate_points
+from lossatlas.params import ParamSpace
+from lossatlas.probes._shortcut import (
+    InputLinearShortcut,
+    TermStack,
+    find_shortcut,
+    map_buffers,
+)
+
+__all__ = [
+    "ACTIVATION_SAFETY",
+    "SubspaceEvaluator",
+    "activation_bytes_per_sample",
+    "bn_batches",
+    "norm_modules",
+]
+
+# The one-sample trace below sees the tensors Python code creates, not kernel scratch space
+# (GEMM packing, the loss's log-softmax, vmap's expanded copies); doubling covers those.
+ACTIVATION_SAFETY = 2.0
+
+# vmap streams (points x samples x width) tensors through memory; past ~1k samples per call the
+# per-call overhead it saves is already amortised, so larger chunks only cost cache misses.
+_VMAP_SAMPLE_CHUNK = 1024
+
+# The per-point loop splits the samples into equal chunks whose activations take about this
+# much memory, so that one layer's output is still in cache when the next layer reads it
+# (mid MLP of the benchmark: 3 chunks of 1200 samples, ~10% faster than one of 3600), but never
+# below LOOP_MIN_SAMPLES samples, where the per-call overhead of a forward pass starts to show.
+LOOP_CACHE_BYTES = 8 * 2**20
+
+
+# --------------------------------------------------------------------------- memory estimate
+
+
+class _PeakTracker(TorchFunctionMode):
+    """Track the peak bytes of live tensors created by torch calls (views not counted)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.current = 0
+        self.peak = 0
+
+    def _release(self, key: int) -> None:
+        self.current -= self.live.pop(key, 0)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **(kwargs or {}))
+        for tensor in out if isinstance(out, (tuple, list)) else (out,):
+            if not isinstance(tensor, Tensor) or tensor._base is not None:
+                continue
+            key = tensor.untyped_storage().data_ptr()
+            if key in self.live or key == 0:
+                continue
+            self.live[key] = tensor.untyped_storage().nbytes()
+            self.current += self.live[key]
+            self.peak = max(self.peak, self.current)
+            weakref.finalize(tensor, self._release, key)
+        return out
+
+
+def activation_bytes_per_sample(forward: Callable[[], Any], n_samples: int) -> int:
+    """Estimated bytes one sample costs in one forward pass, for chunking.
+
+    Runs ``forward()`` (a pass on ``n_samples`` samples, under ``no_grad``) while recording every
+    tensor that torch functions create and when it is freed; the peak of the live total, divided
+    by ``n_samples`` and multiplied by :data:`ACTIVATION_SAFETY`, is the estimate. Under
+    ``no_grad`` intermediates die as soon as the next layer has consumed them, so the peak is
+    about the two largest adjacent activations, far below their sum for a deep network.
+    """
+    tracker = _PeakTracker()
+    with torch.no_grad(), tracker:
+        out = forward()
+    del out
+    return max(1, math.ceil(ACTIVATION_SAFETY * tracker.peak / max(1, n_samples)))
+
+
+# --------------------------------------------------------------------------- BatchNorm
+
+
+def norm_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Name -> module of every normalisation layer that tracks running statistics."""
+    return {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, nn.modules.batchnorm._NormBase)
+        and module.track_running_stats
+        and module.running_mean is not None
+    }
+
+
+def bn_batches(bn_data: Any) -> list[Tensor]:
+    """The input batches of ``bn_data``: a tensor or an ``(X,)``/``(X, y)`` tuple is one batch,
+    any other iterable (a DataLoader) yields batches that are tensors or tuples ``(x, ...)``."""
+    if isinstance(bn_data, Tensor):
+        return [bn_data]
+    if isinstance(bn_data, (tuple, list)) and bn_data and isinstance(bn_data[0], Tensor):
+        if len(bn_data) > 2:
+            raise ValueError("bn_data as a tuple must be (X,) or (X, y)")
+        return [bn_data[0]]
+    if not isinstance(bn_data, Iterable):
+        raise TypeError("bn_data must be a tensor, an (X,) tuple or a DataLoader")
+    batches = [b[0] if isinstance(b, (tuple, list)) else b for b in bn_data]
+    if not batches or not all(isinstance(b, Tensor) for b in batches):
+        raise ValueError("bn_data yielded no input tensors")
+    return batches
+
+
+# --------------------------------------------------------------------------- the evaluator
+
+
+@dataclass
+class EvalInfo:
+    """How the last evaluation ran (goes into a result's ``meta``)."""
+
+    shortcut: bool = False
+    shortcut_reason: str = ""
+    strategy: str = ""
+    sample_chunk: int = 0
+    point_chunk: int = 0
+    sample_blocks: int = 0
+    bn_recomputed: bool = False
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_meta(self) -> dict[str, Any]:
+        return {
+            "shortcut": self.shortcut,
+            "shortcut_reason": self.shortcut_reason,
+            "strategy": self.strategy,
+            "sample_chunk": self.sample_chunk,
+            "point_chunk": self.point_chunk,
+            "sample_blocks": self.sample_blocks,
+            "bn_recomputed": self.bn_recomputed,
+            "seconds": self.seconds,
+            **self.extra,
+        }
+
+
+class SubspaceEvaluator:
+    """Loss and accuracy of ``model`` at many points ``base + coefs @ terms`` on ``(x, y)``.
+
+    Args:
+        model: any ``nn.Module``; its parameters are never modified, its train/eval flags are
+            restored afterwards.
+        x, y: ``(N, *input)`` inputs (already on the target device and dtype), ``(N,)`` labels.
+        loss_fn: ``loss(logits, y) -> mean``; cross-entropy by default.
+        bn_data: inputs to recompute BatchNorm statistics with at every point (see
+            :func:`bn_batches`), or ``None`` to keep the module's statistics.
+        memory_budget_mb: bound on the working memory of one chunk (points, activations and
+            precomputed first-layer outputs), in MiB.
+        strategy: forwarded to :func:`~lossatlas.evaluate.evaluate_points` (``auto`` picks
+            a per-point loop on CPU for large sample chunks, ``vmap`` otherwise).
+        shortcut: try the first-layer shortcut (falls back to plain evaluation when it does not
+            apply).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        *,
+        loss_fn: LossFn | None = None,
+        bn_data: Any = None,
+        memory_budget_mb: float = 512,
+        strategy: Strategy = "auto",
+        shortcut: bool = True,
+    ) -> None:
+        if memory_budget_mb <= 0:
+            raise ValueError(f"memory_budget_mb must be positive, got {memory_budget_mb}")
+        self.model = model
+        self.space = ParamSpace(model)
+        self.x, self.y = x, y
+        self.loss_fn = loss_fn
+        self.budget = int(memory_budget_mb * 2**20)
+        self.strategy = strategy
+        self.itemsize = x.element_size() if x.is_floating_point() else 4
+        # Buffers in the compute dtype, so a float64 evaluation of a float32 BatchNorm works.
+        self.buffers = {
+            name: buf.to(device=x.device, dtype=x.dtype if buf.is_floating_point() else None)
+            for name, buf in model.named_buffers()
+        }
+        self.bn_batches = (
+            None
+            if bn_data is None
+            else [
+                b.to(device=x.device, dtype=x.dtype if x.is_floating_point() else None)
+                for b in bn_batches(bn_data)
+            ]
+        )
+        self.shortcut: InputLinearShortcut | None = None
+        self.shortcut_reason = "disabled"
+        if shortcut:
+            self.shortcut, self.shortcut_reason = find_shortcut(model, self.space)
+        self.info = EvalInfo()
+        self._act_cache: dict[tuple[bool, int, bool], int] = {}
+
+    # ------------------------------------------------------------------ public
+
+    def evaluate(self, base: Tensor | None, terms: Tensor, coefs: Tensor) -> tuple[Tensor, Tensor]:
+        """Loss and accuracy ``(P,)`` at ``base + coefs @ terms``.
+
+        Args:
+            base: ``(D,)`` or ``None`` (pure linear combinations, e.g. simplex vertices).
+            terms: ``(K, D)``.
+            coefs: ``(P, K)`` coordinates of the points.
+        """
+        start = time.perf_counter()
+        flags = {module: module.training for module in self.model.modules()}
+        try:
+            self.model.eval()
+            loss, acc = self._evaluate(base, terms, coefs)
+        finally:
+            for module, training in flags.items():
+                module.training = training
+        self.info.seconds = time.perf_counter() - start
+        return loss, acc
+
+    # ------------------------------------------------------------------ internals
+
+    def _points(self, base: Tensor | None, terms: Tensor, coefs: Tensor) -> Tensor:
+        """``(P, D)`` points; one fused ``addmm`` when there is a base."""
+        if base is None:
+            return coefs @ terms
+        return torch.addmm(base.unsqueeze(0), coefs, terms)
+
+    def _evaluate(self, base: Tensor | None, terms: Tensor, coefs: Tensor) -> tuple[Tensor, Tensor]:
+        n_points, n_coef = coefs.shape
+        if terms.shape[0] != n_coef:
+            raise ValueError(f"{n_coef} coordinates per point but {terms.shape[0]} directions")
+        if n_coef == 0:  # a single point: a zero direction keeps every code path the same
+            terms, coefs = terms.new_zeros(1, terms.shape[1]), coefs.new_zeros(n_points, 1)
+            n_coef = 1
+        n = self.x.shape[0]
+        info = EvalInfo(shortcut_reason=self.shortcut_reason)
+        buffers = self.buffers
+        batched = False
+        if self.bn_batches is not None and norm_modules(self.model):
+            buffers = self._recompute_bn(base, terms, coefs)
+            info.bn_recomputed = batched = True
+
+        shortcut = self.shortcut
+        if shortcut is not None:
+            module, space = shortcut.stand_in(n_coef, base is not None)
+            base_e, terms_e = shortcut.lift(base, terms, n_coef)
+            buffers = map_buffers(shortcut, buffers)
+            out_per_sample = self._first_layer_bytes(shortcut, base, terms)
+            terms_count = n_coef + (base is not None)
+            # The precomputed maps take at most a quarter of the budget.
+            block = max(1, min(n, self.budget // 4 // max(1, terms_count * out_per_sample)))
+        else:
+            module, space, base_e, terms_e, block = self.model, self.space, base, terms, n
+        info.shortcut = shortcut is not None
+        strategy, sample_chunk, point_chunk, rows = self._plan(
+            module, space, shortcut, base, terms, min(block, n), n_points
+        )
+        info.strategy, info.sample_chunk, info.point_chunk = strategy, sample_chunk, point_chunk
+        if isinstance(module, TermStack) and module.sub_chunk:
+            info.extra["sub_chunk"] = module.sub_chunk
+
+        dtype, device = coefs.dtype, coefs.device
+        total_loss = torch.zeros(n_points, dtype=dtype, device=device)
+        total_acc = torch.zeros(n_points, dtype=dtype, device=device)
+        for lo in range(0, n, block):
+            hi = min(lo + block, n)
+            info.sample_blocks += 1
+            if shortcut is not None:
+                assert isinstance(module, TermStack)
+                module.stack = shortcut.precompute(self.x[lo:hi], base, terms)
+                inputs = torch.arange(hi - lo, device=self.x.device)
+            else:
+                inputs = self.x[lo:hi]
+            try:
+                for first in range(0, n_points, rows):
+                    sel = slice(first, min(first + rows, n_points))
+                    thetas = self._points(base_e, terms_e, coefs[sel])
+                    chunk_buffers = {k: v[sel] for k, v in buffers.items()} if batched else buffers
+                    loss, acc = evaluate_points(
+                        space,
+                        thetas,
+                        inputs,
+                        self.y[lo:hi],
+                        buffers=chunk_buffers,
+                        buffers_batched=batched,
+                        loss_fn=self.loss_fn,
+                        sample_chunk=sample_chunk,
+                        point_chunk=point_chunk,
+                        strategy=strategy,
+                    )
+                    # evaluate_points gives means over the block; weight blocks by size.
+                    total_loss[sel] += loss * (hi - lo)
+                    total_acc[sel] += acc * (hi - lo)
+            finally:
+                if isinstance(module, TermStack):
+                    module.stack = None
+        self.info = info
+        return total_loss / n, total_acc / n
+
+    def _first_layer_bytes(
+        self, shortcut: InputLinearShortcut, base: Tensor | None, terms: Tensor
+    ) -> int:
+        """Bytes of one sample's first-layer output (one term)."""
+        row = terms[:1] if base is None else base.unsqueeze(0)
+        out = shortcut.precompute(self.x[:1], None, row)
+        return out[0, 0].numel() * out.element_size()
+
+    def _activation_bytes(
+        self,
+        module: nn.Module,
+        space: ParamSpace,
+        shortcut: InputLinearShortcut | None,
+        base: Tensor | None,
+        terms: Tensor,
+    ) -> int:
+        """Bytes per sample of one forward pass of the evaluated module (cached)."""
+        key = (shortcut is not None, terms.shape[0], base is not None)
+        if key not in self._act_cache:
+            n = min(2, self.x.shape[0])
+            coefs = terms.new_zeros(1, terms.shape[0])
+            if shortcut is not None:
+                base_e, terms_e = shortcut.lift(base, terms, terms.shape[0])
+                theta = self._points(base_e, terms_e, coefs)[0]
+                assert isinstance(module, TermStack)
+                module.stack = shortcut.precompute(self.x[:n], base, terms)
+                inputs = torch.arange(n, device=self.x.device)
+            else:
+                theta = self._points(base, terms, coefs)[0]
+                inputs = self.x[:n]
+            buffers = self.buffers if shortcut is None else map_buffers(shortcut, self.buffers)
+            try:
+                self._act_cache[key] = activation_bytes_per_sample(
+                    lambda: space.forward(theta, inputs, buffers), n
+                )
+            finally:
+                if isinstance(module, TermStack):
+                    module.stack = None
+        return self._act_cache[key]
+
+    def _plan(
+        self,
+        module: nn.Module,
+        space: ParamSpace,
+        shortcut: InputLinearShortcut | None,
+        base: Tensor | None,
+        terms: Tensor,
+        block: int,
+        n_points: int,
+    ) -> tuple[Strategy, int, int, int]:
+        """``(strategy, sample_chunk, point_chunk, rows)`` within the memory budget.
+
+        Estimate: a point costs ``D_eval * itemsize`` bytes as a materialised row, plus
+        ``samples * act`` bytes of activations while it is evaluated, where ``act`` is
+        :func:`activation_bytes_per_sample` of the evaluated module. Half of the budget goes to
+        activations, a quarter to materialised points (``rows`` per :func:`evaluate_points`
+        call), a quarter to the shortcut's precomputed maps. A per-point loop holds one point's
+        activations at a time; ``vmap`` holds ``point_chunk`` points' at once.
+        """
+        act = self._activation_bytes(module, space, shortcut, base, terms)
+        theta_bytes = space.dim * self.itemsize
+        max_rows = max(1, min(n_points, self.budget // 4 // theta_bytes))
+        largest = max(1, min(block, self.budget // 2 // act))  # the biggest pass that fits
+        strategy: Strategy = self.strategy
+        if strategy == "auto":
+            on_cpu = self.x.device.type == "cpu"
+            strategy = "loop" if on_cpu and largest >= LOOP_MIN_SAMPLES else "vmap"
+        loop_chunk = min(largest, max(LOOP_MIN_SAMPLES, LOOP_CACHE_BYTES // act))
+        loop_chunk = math.ceil(block / math.ceil(block / loop_chunk))  # equal chunks
+        if isinstance(module, TermStack):
+            module.inplace = strategy == "loop"
+            module.sub_chunk = loop_chunk if strategy == "loop" else None
+            if strategy == "loop":  # the stand-in chunks internally: one call per point
+                return strategy, largest, 1, max_rows
+        if strategy == "loop":
+            return strategy, loop_chunk, 1, max_rows
+        sample_chunk = max(1, min(block, _VMAP_SAMPLE_CHUNK, largest))
+        point_chunk = max(1, min(max_rows, self.budget // 2 // (sample_chunk * act)))
+        return strategy, sample_chunk, point_chunk, point_chunk
+
+    def _recompute_bn(self, base: Tensor | None, terms: Tensor, coefs: Tensor) -> dict[str, Tensor]:
+        """Per-point buffers ``name -> (P, *shape)`` with freshly accumulated BN statistics."""
+        assert self.bn_batches is not None
+        n_points = coefs.shape[0]
+        norms = norm_modules(self.model)
+        stat_names = {
+            f"{prefix}.{stat}"
+            for prefix in norms
+            for stat in ("running_mean", "running_var", "num_batches_tracked")
+        }
+        template = self.buffers
+        out = {
+            name: buf.new_empty((n_points, *buf.shape)) if name in stat_names else None
+            for name, buf in template.items()
+        }
+        biggest = max(b.shape[0] for b in self.bn_batches)
+        act = self._activation_bytes(self.model, self.space, None, base, terms)
+        max_rows = max(1, min(n_points, self.budget // 4 // (self.space.dim * self.itemsize)))
+        strategy = self.strategy
+        if strategy == "auto":
+            on_cpu = self.x.device.type == "cpu"
+            strategy = "loop" if on_cpu and biggest >= LOOP_MIN_SAMPLES else "vmap"
+        per_call = 1 if strategy == "loop" else max(1, self.budget // 2 // (biggest * act))
+        rows = min(max_rows, per_call) if strategy == "vmap" else max_rows
+
+        saved = {module: module.momentum for module in norms.values()}
+        for module in norms.values():
+            module.train()
+        try:
+            for first in range(0, n_points, rows):
+                sel = slice(first, min(first + rows, n_points))
+                thetas = self._points(base, terms, coefs[sel])
+                fresh = _fresh_buffers(template, norms, thetas.shape[0])
+                if strategy == "loop":
+                    for i in range(thetas.shape[0]):
+                        one = {k: v[i] for k, v in fresh.items()}
+                        self._accumulate(norms, self.space.unflatten(thetas[i]), one, None)
+                else:
+                    self._accumulate(norms, self.space.unflatten(thetas), fresh, vmap)
+                for name in stat_names:
+                    target = out[name]
+                    assert target is not None
+                    target[sel] = fresh[name]
+        finally:
+            for module, momentum in saved.items():
+                module.momentum = momentum
+                module.eval()
+        full = {}
+        for name, buf in template.items():
+            target = out[name]
+            full[name] = (
+                target if target is not None else buf.unsqueeze(0).expand(n_points, *buf.shape)
+            )
+        return full
+
+    @torch.no_grad()
+    def _accumulate(
+        self,
+        norms: Mapping[str, nn.Module],
+        named: dict[str, Tensor],
+        buffers: dict[str, Tensor],
+        batched: Callable[..., Any] | None,
+    ) -> None:
+        """Run every bn batch through the model, updating ``buffers`` in place."""
+        assert self.bn_batches is not None
+
+        def forward(p: dict[str, Tensor], b: dict[str, Tensor], xb: Tensor) -> Tensor:
+            return functional_call(self.model, (p, b), (xb,), strict=True)
+
+        call = forward if batched is None else batched(forward, in_dims=(0, 0, None))
+        for t, xb in enumerate(self.bn_batches, start=1):
+            # momentum = 1/t is exactly the cumulative average that momentum=None computes
+            # (PyTorch uses 1 / num_batches_tracked), but it needs no .item(), so it vmaps.
+            for module in norms.values():
+                module.momentum = 1.0 / t
+            call(named, buffers, xb)
+
+
+def _fresh_buffers(
+    template: Mapping[str, Tensor], norms: Mapping[str, nn.Module], points: int
+) -> dict[str, Tensor]:
+    """``(points, *shape)`` buffers: reset statistics for norm layers, copies otherwise."""
+    fresh = {}
+    for name, buf in template.items():
+        prefix, _, stat = name.rpartition(".")
+        if prefix in norms and stat == "running_mean":
+            fresh[name] = torch.zeros((points, *buf.shape), dtype=buf.dtype, device=buf.device)
+        elif prefix in norms and stat == "running_var":
+            fresh[name] = torch.ones((points, *buf.shape), dtype=buf.dtype, device=buf.device)
+        elif prefix in norms and stat == "num_batches_tracked":
+            fresh[name] = torch.zeros((points, *buf.shape), dtype=buf.dtype, device=buf.device)
+        else:
+            fresh[name] = buf.unsqueeze(0).expand(points, *buf.shape).clone()
+    return fresh

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lossatlas.config import Config, load_config
+from lossatlas.config import load_config
 from lossatlas.errors import ConfigError, LossAtlasError
 
 app = typer.Typer(
@@ -70,8 +70,13 @@ def _guarded(debug: bool, action: Callable[[], T]) -> T:
 
 def _resolve_config(
     preset: str, config: Path | None, overrides: list[str] | None, flags: dict[str, Any]
-) -> Config:
-    return load_config(preset=preset, file=config, overrides=overrides or [], flags=flags)
+) -> Any:
+    """The full run config (core + studies), so every preset validates in every command."""
+    from lossatlas.studies.config import RunConfig
+
+    return load_config(
+        preset=preset, file=config, overrides=overrides or [], flags=flags, schema=RunConfig
+    )
 
 
 # ----------------------------------------------------------------------------- commands
@@ -269,6 +274,181 @@ def _validated(model: Any, **values: Any) -> Any:
         return model(**values)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from exc
+
+
+@app.command()
+def surface(
+    out: OutOption = Path("out/atlas"),
+    member: MemberOption = 0,
+    checkpoint: CheckpointOption = None,
+    preset: PresetOption = "quick",
+    config: ConfigOption = None,
+    directions: Annotated[str, typer.Option(help="filter, gaussian, pca or eigen.")] = "filter",
+    dims: Annotated[int, typer.Option(help="1 (a line) or 2 (a plane).")] = 2,
+    span: Annotated[float, typer.Option(help="Coordinates run from -span to span.")] = 1.0,
+    steps: Annotated[int, typer.Option(help="Grid points per axis.")] = 51,
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "train",
+    seed: Annotated[int, typer.Option(help="Seed of random directions.")] = 0,
+    bn_recompute: Annotated[
+        bool, typer.Option(help="Recompute BatchNorm statistics at every point.")
+    ] = False,
+    name: NameOption = "default",
+    overrides: OverridesArg = None,
+    debug: DebugOption = False,
+) -> None:
+    """Loss on a line or plane around a trained point (Li et al. directions, PCA, eigen)."""
+    from lossatlas.config import SurfaceOptions
+    from lossatlas.stages.surface import surface_stage
+
+    def action() -> None:
+        options = _validated(
+            SurfaceOptions,
+            directions=directions,
+            dims=dims,
+            span=span,
+            steps=steps,
+            split=split,
+            seed=seed,
+            bn_recompute=bn_recompute,
+        )
+        request = _probe_request(out, member, checkpoint, preset, config, overrides)
+        group, ran = surface_stage(request, options, name)
+        _print_probe(out, group, ran)
+
+    _guarded(debug, action)
+
+
+@app.command()
+def curvature(
+    out: OutOption = Path("out/atlas"),
+    member: MemberOption = 0,
+    checkpoint: CheckpointOption = None,
+    preset: PresetOption = "quick",
+    config: ConfigOption = None,
+    k: Annotated[int, typer.Option(help="Top eigenvalues by Lanczos.")] = 20,
+    method: Annotated[str, typer.Option(help="Counts: auto, exact or slq.")] = "auto",
+    samples: Annotated[int | None, typer.Option(help="Train samples (default: all).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the stochastic estimators.")] = 0,
+    name: NameOption = "default",
+    overrides: OverridesArg = None,
+    debug: DebugOption = False,
+) -> None:
+    """Hessian spectrum: top eigenvalues, trace, density and short-direction counts."""
+    from lossatlas.config import CurvatureOptions
+    from lossatlas.stages.curvature import curvature_stage
+
+    def action() -> None:
+        options = _validated(CurvatureOptions, k=k, method=method, eval_samples=samples, seed=seed)
+        request = _probe_request(out, member, checkpoint, preset, config, overrides)
+        group, ran = curvature_stage(request, options, name)
+        _print_probe(out, group, ran)
+
+    _guarded(debug, action)
+
+
+def _wedge_step(
+    step: str, out: Path, preset: str, config: Path | None, overrides: list[str] | None
+) -> None:
+    """Train the base population if needed, then run one step of the wedge study."""
+    from lossatlas.stages.output import run_once
+    from lossatlas.stages.train import train_stage
+    from lossatlas.studies.wedges import WEDGE_STEPS, step_fingerprint
+
+    cfg = _resolve_config(preset, config, overrides, {})
+    train_stage(cfg, out)
+    _, function = WEDGE_STEPS[step]
+    ran = run_once(
+        out,
+        f"wedges/{step}",
+        step_fingerprint(cfg, step),
+        function,
+        str(out),
+        cfg.model_dump_json(),
+    )
+    _print_claims(out, f"wedges/{step}", ran)
+
+
+def _print_claims(out: Path, group: str, ran: bool) -> None:
+    from lossatlas.store import AtlasStore
+    from lossatlas.studies import load_claims
+
+    store = AtlasStore.open(out, read_only=True)
+    ids = set(store.attrs(group).get("claims", []))
+    table = Table(title=f"{group} ({'computed' if ran else 'already complete, not recomputed'})")
+    for column in ("claim", "holds", "criterion"):
+        table.add_column(column)
+    marks = {True: "[green]yes[/]", False: "[red]no[/]", None: "undecided"}
+    for claim in load_claims(store):
+        if claim.id in ids:
+            table.add_row(claim.id, marks[claim.holds], claim.criterion)
+    console.print(table)
+
+
+def _make_step_command(step: str, doc: str) -> None:
+    def command(
+        out: OutOption = Path("out/atlas"),
+        preset: PresetOption = "quick",
+        config: ConfigOption = None,
+        overrides: OverridesArg = None,
+        debug: DebugOption = False,
+    ) -> None:
+        _guarded(debug, lambda: _wedge_step(step, out, preset, config, overrides))
+
+    command.__doc__ = doc
+    app.command(name=step.replace("_", "-") if step != "radial_cuts" else "cuts")(command)
+
+
+for _step, _doc in {
+    "toy": "The toy n-wedge model: hyperplane threshold, tunnel, radial probe (PAPERS A1).",
+    "radial_cuts": "2-D cuts through the origin and optima at several radii (PAPERS A2).",
+    "tunnel": "Optimised tunnel between two optima, with short directions (PAPERS A3-A4).",
+    "connectors": "m-connectors joining m+1 optima, with short directions (PAPERS A5).",
+    "sweep": "Tunnel width and short directions under LR, L2, dropout, batch, width (A6).",
+    "ensemble": "Cyclic-LR snapshot ensembles against SWA and baselines (PAPERS A7).",
+}.items():
+    _make_step_command(_step, _doc)
+
+
+@app.command()
+def run(
+    out: OutOption = Path("out/atlas"),
+    preset: PresetOption = "quick",
+    config: ConfigOption = None,
+    overrides: OverridesArg = None,
+    debug: DebugOption = False,
+) -> None:
+    """Run both studies and write OUT/atlas.zarr, OUT/summary.json and OUT/report.html."""
+    from lossatlas.studies.run import run_all
+
+    def action() -> None:
+        cfg = _resolve_config(preset, config, overrides, {})
+        result = run_all(cfg, out, console=err_console)
+        console.print(f"summary: {result.summary}\nreport:  {result.report}", highlight=False)
+        console.print(
+            f"claims: {result.counts['holds']} hold, {result.counts['does_not_hold']} do not, "
+            f"{result.counts['undecided']} undecided; {result.seconds:.0f} s",
+            highlight=False,
+        )
+
+    _guarded(debug, action)
+
+
+@app.command()
+def report(
+    out: Annotated[Path, typer.Argument(help="Output folder holding atlas.zarr.")],
+    debug: DebugOption = False,
+) -> None:
+    """Re-render OUT/summary.json and OUT/report.html from the store (no recomputation)."""
+    from lossatlas.report import build_report
+    from lossatlas.store import AtlasStore
+    from lossatlas.studies import write_summary
+
+    def action() -> None:
+        store = AtlasStore.open(out, read_only=True)
+        summary = write_summary(store)
+        console.print(f"summary: {summary}\nreport:  {build_report(out)}", highlight=False)
+
+    _guarded(debug, action)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -145,6 +145,8 @@ def core_config(config: Config) -> Config:
 
 # --------------------------------------------------------------------------- loading
 
+ConfigT = TypeVar("ConfigT", bound=Config)
+
 
 def available_presets() -> list[str]:
     """Names of the presets shipped in ``lossatlas/presets``."""
@@ -231,10 +233,13 @@ def format_validation_error(exc: ValidationError) -> str:
     return f"invalid config: {where}: {message}{more}"
 
 
-def validate_config(tree: dict[str, Any]) -> Config:
-    """Build a :class:`Config` from a plain dict, raising :class:`ConfigError` in one line."""
+def validate_config(tree: dict[str, Any], schema: type[ConfigT] = Config) -> ConfigT:  # type: ignore[assignment]
+    """Build a config (``schema``, default :class:`Config`) from a plain dict.
+
+    Raises :class:`ConfigError` with one line on any validation error.
+    """
     try:
-        return Config.model_validate(tree)
+        return schema.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from exc
 
@@ -244,8 +249,12 @@ def load_config(
     file: Path | None = None,
     overrides: list[str] | None = None,
     flags: dict[str, Any] | None = None,
-) -> Config:
-    """Resolve preset, file, overrides and CLI flags (dotted keys) into a validated config."""
+    schema: type[ConfigT] = Config,  # type: ignore[assignment]
+) -> ConfigT:
+    """Resolve preset, file, overrides and CLI flags (dotted keys) into a validated config.
+
+    ``schema`` is the config class to validate against (``RunConfig`` adds the studies).
+    """
     tree: dict[str, Any] = _preset_dict(preset) if preset else {}
     if file is not None:
         tree = _deep_merge(tree, _file_dict(file))
@@ -253,7 +262,7 @@ def load_config(
     for key, value in (flags or {}).items():
         if value is not None:  # an option the user did not give leaves the config alone
             _set_dotted(tree, key, value, f"option {key}")
-    return validate_config(tree)
+    return validate_config(tree, schema)
 
 
 # --------------------------------------------------------------------------- probe options
@@ -275,3 +284,34 @@ class WidthOptions(StrictModel):
         description="also track width over the member's stored "
         "training snapshots (needs train.snapshot_every > 0)",
     )
+
+
+class SurfaceOptions(StrictModel):
+    """``lossatlas surface``: the loss on a line or plane around a trained point."""
+
+    directions: Literal["filter", "gaussian", "pca", "eigen"] = Field(
+        "filter",
+        description="Li et al. filter-normalised, plain Gaussian, PCA of the "
+        "member's training snapshots, or the top Hessian eigenvectors",
+    )
+    dims: Literal[1, 2] = 2
+    span: float = Field(1.0, gt=0.0, description="coordinates run from -span to span")
+    steps: int = Field(51, ge=3)
+    seed: int = 0
+    split: Literal["train", "val", "test"] = "train"
+    bn_recompute: bool = Field(
+        False, description="recompute BatchNorm statistics at every point on the train inputs"
+    )
+
+
+class CurvatureOptions(StrictModel):
+    """``lossatlas curvature``: Hessian spectrum, trace and short-direction counts."""
+
+    k: int = Field(20, gt=0, description="top eigenvalues by Lanczos")
+    thresholds: list[float] = Field(default_factory=lambda: [0.01, 0.02, 0.03, 0.05, 0.1])
+    method: Literal["auto", "exact", "slq"] = "auto"
+    num_probes: int = Field(8, gt=0)
+    lanczos_steps: int = Field(80, gt=1)
+    trace_matvecs: int = Field(60, gt=2)
+    eval_samples: int | None = Field(None, gt=0, description="train samples (default: all)")
+    seed: int = 0

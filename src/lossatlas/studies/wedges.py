@@ -59,7 +59,7 @@ from lossatlas.studies.claims import Claim
 from lossatlas.studies.config import RunConfig
 from lossatlas.toy.experiments import run_toy
 
-__all__ = ["WEDGE_STEPS", "run_wedges"]
+__all__ = ["WEDGE_STEPS", "run_wedges", "step_fingerprint"]
 
 PAPER_SETUP = "CIFAR-10 / Fashion-MNIST CNNs and MLPs (Fort & Jastrzebski 2019)"
 
@@ -694,6 +694,19 @@ WEDGE_STEPS: dict[str, tuple[str, Callable[[str, str], StageOutput]]] = {
 """step name -> (the WedgesConfig section that fingerprints it, the step function)."""
 
 
+def step_fingerprint(config: RunConfig, step: str) -> dict[str, Any]:
+    """What a wedge step's results depend on: its options, the base run and the curvature."""
+    section, _ = WEDGE_STEPS[step]
+    core = config.model_dump(mode="json", include={"seed", "dtype", "data", "model", "train"})
+    fingerprint = {
+        "options": getattr(config.wedges, section).model_dump(mode="json"),
+        "base": core,
+    }
+    if section in {"tunnel", "connect", "cuts", "sweep"}:
+        fingerprint["short_dirs"] = config.wedges.short_dirs.model_dump(mode="json")
+    return fingerprint
+
+
 def run_wedges(
     config: RunConfig, out: str | Path, on_step: Callable[[str, bool], None] | None = None
 ) -> list[str]:
@@ -704,13 +717,10 @@ def run_wedges(
     train_stage(config, out)
     ran = []
     config_json = config.model_dump_json()
-    core = config.model_dump(mode="json", include={"seed", "dtype", "data", "model", "train"})
-    for name, (section, step) in WEDGE_STEPS.items():
-        options = getattr(config.wedges, section).model_dump(mode="json")
-        fingerprint = {"options": options, "base": core}
-        if section in {"tunnel", "connect", "cuts", "sweep"}:
-            fingerprint["short_dirs"] = config.wedges.short_dirs.model_dump(mode="json")
-        did = run_once(out, f"wedges/{name}", fingerprint, step, str(out), config_json)
+    for name, (_, step) in WEDGE_STEPS.items():
+        did = run_once(
+            out, f"wedges/{name}", step_fingerprint(config, name), step, str(out), config_json
+        )
         if on_step is not None:
             on_step(name, did)
         if did:

@@ -1,0 +1,114 @@
+"""``lossatlas run``: both studies, then ``summary.json`` and ``report.html``, resumably."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from lossatlas.stages.train import open_store
+from lossatlas.studies.claims import load_claims, write_summary
+from lossatlas.studies.config import RunConfig
+from lossatlas.studies.wedges import WEDGE_STEPS, run_wedges
+
+__all__ = ["RunResult", "run_all"]
+
+# Rough share of the quick preset's wall time per step, measured on 2 CPU cores; only used to
+# turn "steps done" into an ETA, so it need not be exact.
+_STEP_WEIGHTS = {
+    "toy": 5,
+    "radial_cuts": 10,
+    "tunnel": 20,
+    "connectors": 15,
+    "sweep": 60,
+    "ensemble": 30,
+    "horoi": 60,
+}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Where ``run`` wrote its outputs, and the claim counts."""
+
+    out: Path
+    summary: Path
+    report: Path
+    counts: dict[str, int]
+    seconds: float
+    ran_steps: list[str]
+
+
+class _StepLog:
+    """One line per finished step: what it did, how long it took, and an ETA for the rest."""
+
+    def __init__(self, console: Console, steps: list[str]) -> None:
+        self.console, self.steps = console, steps
+        self.started = self.last = time.perf_counter()
+        self.done_weight = 0.0
+        self.total_weight = float(sum(_STEP_WEIGHTS.get(s, 10) for s in steps))
+
+    def __call__(self, step: str, ran: bool) -> None:
+        now = time.perf_counter()
+        self.done_weight += _STEP_WEIGHTS.get(step, 10)
+        elapsed = now - self.started
+        rate = elapsed / self.done_weight if self.done_weight else 0.0
+        eta = rate * (self.total_weight - self.done_weight)
+        index = self.steps.index(step) + 1 if step in self.steps else 0
+        status = f"done in {now - self.last:.1f} s" if ran else "already complete"
+        self.console.print(
+            f"[{index}/{len(self.steps)}] {step}: {status}; "
+            f"elapsed {elapsed:.0f} s, ETA ~{eta:.0f} s",
+            highlight=False,
+        )
+        self.last = now
+
+
+def run_all(config: RunConfig, out: str | Path, *, console: Console | None = None) -> RunResult:
+    """Run every enabled study on ``config`` into ``OUT``; completed steps are skipped."""
+    started = time.perf_counter()
+    out = Path(out)
+    console = console or Console(stderr=True)
+    store = open_store(out, config)  # refuses a store of another config before any work
+    steps = list(WEDGE_STEPS) if config.wedges.enabled else []
+    horoi = _horoi_runner(config, out)
+    if horoi is not None:
+        steps.append("horoi")
+    log = _StepLog(console, steps)
+    ran: list[str] = []
+    if config.wedges.enabled:
+        console.print("training the base population, then the wedge study", highlight=False)
+        ran += run_wedges(config, out, on_step=log)
+    if horoi is not None:
+        console.print(
+            "geometry & topology study (jump and retrain, PHATE, persistence)", highlight=False
+        )
+        before = time.perf_counter()
+        horoi()
+        log("horoi", time.perf_counter() - before > 1.0)
+    summary = write_summary(store)
+    from lossatlas.report import build_report
+
+    report = build_report(out)
+    seconds = time.perf_counter() - started
+    if ran:
+        store.record_timing("", "run", seconds)
+    claims = load_claims(store)
+    counts = {
+        "holds": sum(c.holds is True for c in claims),
+        "does_not_hold": sum(c.holds is False for c in claims),
+        "undecided": sum(c.holds is None for c in claims),
+    }
+    return RunResult(out, summary, report, counts, seconds, ran)
+
+
+def _horoi_runner(config: RunConfig, out: Path) -> Any:
+    """A thunk running the geometry & topology study, or None when it is disabled."""
+    section = getattr(config, "horoi", None)
+    if section is None or not section.enabled:
+        return None
+    from lossatlas.studies.horoi import run_horoi
+
+    return lambda: run_horoi(config, section, out)

@@ -111,12 +111,14 @@ def train_stage(
     where the population goes (the layout above, under that group instead of ``train``).
     """
     started = time.perf_counter()
+    # Load (and so validate) the data and the model before touching the store: bad input
+    # never leaves an empty store behind.
+    dataset = run_dataset(config)
+    model = template_model(config, dataset)
     # The store's root fingerprint is that of the run's main config; a side population (e.g.
     # one network of a study, with its own label noise or weight decay) lives in a store made
     # for another config, so only its own group's fingerprint guards it.
     store = open_store(out, config) if group == TRAIN_GROUP else AtlasStore.open(out)
-    dataset = run_dataset(config)
-    model = template_model(config, dataset)
     space = ParamSpace(model)
     members, dim, epochs = config.train.members, space.dim, config.train.epochs
     per_unit = config.train.members_per_unit

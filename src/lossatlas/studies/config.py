@@ -12,6 +12,7 @@ from pydantic import Field
 from lossatlas.config import Config, StrictModel, WidthOptions
 from lossatlas.probes.connectors import ConnectorOptions
 from lossatlas.probes.ensemble import EnsembleConfig
+from lossatlas.studies.horoi import HoroiConfig
 from lossatlas.toy.experiments import ToyConfig
 
 __all__ = [
@@ -97,3 +98,4 @@ class RunConfig(Config):
     """Everything ``lossatlas run`` needs: the core config plus both studies."""
 
     wedges: WedgesConfig = Field(default_factory=WedgesConfig)
+    horoi: HoroiConfig = Field(default_factory=HoroiConfig)

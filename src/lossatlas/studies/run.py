@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
-from lossatlas.stages.train import open_store
+from lossatlas.stages.train import open_store, run_dataset, template_model
 from lossatlas.studies.claims import load_claims, write_summary
 from lossatlas.studies.config import RunConfig
 from lossatlas.studies.wedges import WEDGE_STEPS, run_wedges
@@ -71,6 +71,8 @@ def run_all(config: RunConfig, out: str | Path, *, console: Console | None = Non
     started = time.perf_counter()
     out = Path(out)
     console = console or Console(stderr=True)
+    # Bad data or an impossible model fail here, before a store is created or touched.
+    template_model(config, run_dataset(config))
     store = open_store(out, config)  # refuses a store of another config before any work
     steps = list(WEDGE_STEPS) if config.wedges.enabled else []
     horoi = _horoi_runner(config, out)

@@ -4,6 +4,17 @@ Nothing here imports ``torch.nn``: inputs are numpy arrays or tensors, outputs a
 numpy arrays, so analyses run on anything read back from the store.
 """
 
+from lossatlas.analysis.embedding import (
+    Gram,
+    OutOfCorePCA,
+    PHATEEmbedding,
+    demap_score,
+    embed_all,
+    score_embeddings,
+    streamed_gram,
+    trajectory_preservation,
+    trustworthiness_score,
+)
 from lossatlas.analysis.ensembles import (
     accuracy_difference_se,
     angle_matrix,
@@ -57,4 +68,17 @@ __all__ += [
     "persistence_diagrams",
     "persistence_summary",
     "sublevel_filtration",
+]
+
+# Embeddings (PAPERS B2): a separate sorted block, like topology's.
+__all__ += [
+    "Gram",
+    "OutOfCorePCA",
+    "PHATEEmbedding",
+    "demap_score",
+    "embed_all",
+    "score_embeddings",
+    "streamed_gram",
+    "trajectory_preservation",
+    "trustworthiness_score",
 ]

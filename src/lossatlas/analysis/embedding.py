@@ -372,6 +372,26 @@ class OutOfCorePCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
 # --------------------------------------------------------------------------- PHATE
 
 
+def _quiet_graphtools(function: Any, *args: Any) -> Any:
+    """Call ``function`` with graphtools' task logger silenced below errors.
+
+    PHATE's SGD-MDS reports "may not have converged" through that logger even with
+    ``verbose=0``; in a batch run it is noise on the terminal (the stress check is PHATE's own
+    heuristic, and the embedding is returned regardless).
+    """
+    import logging
+
+    import tasklogger
+
+    logger = tasklogger.get_tasklogger("graphtools").logger
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return function(*args)
+    finally:
+        logger.setLevel(previous)
+
+
 class PHATEEmbedding(BaseEstimator):
     """Seeded PHATE of parameter vectors, fed from a streamed Gram matrix.
 
@@ -495,7 +515,7 @@ class PHATEEmbedding(BaseEstimator):
             random_state=self.random_state,
             verbose=0,
         )
-        embedding = operator.fit_transform(data)
+        embedding = _quiet_graphtools(operator.fit_transform, data)
         self.embedding_ = np.asarray(embedding, dtype=np.float64)
         self.diff_potential_ = np.asarray(operator.diff_potential, dtype=np.float64)
         self.t_ = int(operator.optimal_t) if self.t == "auto" else int(self.t)

@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install -q -c constraints.txt
 OUT    ?= out/demo
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean browser
 
 install: $(VENV)/.installed
 
@@ -19,14 +19,20 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: install
-	$(BIN)/lossatlas train --out $(OUT)
-	$(BIN)/lossatlas show $(OUT)
+	$(BIN)/lossatlas run --out $(OUT)
+	@echo "open $(OUT)/report.html"
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-test: lint
+# The report's browser test needs Debian's chromium; install it when we can (root + apt),
+# otherwise that one test skips with a clear reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || true; }
+
+test: lint browser
 	$(BIN)/python -m pytest
 
 bench: install

@@ -30,8 +30,25 @@ from lossatlas.params import ParamSpace
 
 # Populations
 from lossatlas.population import Population, train_population
+
+# Probes
+from lossatlas.probes.connectors import Connector, Tunnel, m_connector, tunnel
+from lossatlas.probes.curvature import (
+    HessianOperator,
+    count_above,
+    hessian_eigenpairs,
+    hessian_eigenvalues,
+    hessian_trace,
+    spectral_density,
+)
+from lossatlas.probes.jump import jump_and_retrain
+from lossatlas.probes.subspace import Surface, rays, simplex_grid, surface, surface_through
+from lossatlas.probes.width import TunnelWidth, tunnel_width
 from lossatlas.stages import train_stage
 from lossatlas.store import AtlasStore
+
+# Studies
+from lossatlas.studies import Claim, load_claims
 
 try:
     __version__ = version("lossatlas")
@@ -41,27 +58,47 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "AtlasStore",
     "CheckpointError",
+    "Claim",
     "Config",
     "ConfigError",
+    "Connector",
     "DataError",
     "Dataset",
     "Executor",
+    "HessianOperator",
     "LocalExecutor",
     "LossAtlasError",
     "ParamSpace",
     "Population",
     "StoreError",
+    "Surface",
+    "Tunnel",
+    "TunnelWidth",
     "Unit",
     "__version__",
     "available_datasets",
     "available_models",
     "build_model",
+    "count_above",
     "get_executor",
+    "hessian_eigenpairs",
+    "hessian_eigenvalues",
+    "hessian_trace",
+    "jump_and_retrain",
+    "load_claims",
     "load_config",
     "load_dataset",
+    "m_connector",
+    "rays",
     "register_dataset",
     "register_model",
     "run_units",
+    "simplex_grid",
+    "spectral_density",
+    "surface",
+    "surface_through",
     "train_population",
     "train_stage",
+    "tunnel",
+    "tunnel_width",
 ]

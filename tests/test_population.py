@@ -156,8 +156,13 @@ def test_grad_transform_keeps_members_in_a_subspace() -> None:
     init = initial_points(space, 2, seed=1)
     u = torch.nn.functional.normalize(torch.randn(space.dim, dtype=torch.float64), dim=0)
     pop = fit_members(
-        space, init, x, y, plan=TrainPlan(epochs=2, batch_size=16),
-        hp=HyperParams.build(init, lr=0.1), member_ids=torch.arange(2),
+        space,
+        init,
+        x,
+        y,
+        plan=TrainPlan(epochs=2, batch_size=16),
+        hp=HyperParams.build(init, lr=0.1),
+        member_ids=torch.arange(2),
         eval_splits={"train": (x, y)},
         grad_transform=lambda g: g - (g @ u).unsqueeze(1) * u,
     )

@@ -467,6 +467,7 @@ def _sweep_runs(config: RunConfig, dataset: Any) -> dict[str, list[dict[str, Any
     common = {
         "epochs": sweep.epochs,
         "seed": config.seed,
+        "optimizer": config.train.optimizer,
         "momentum": config.train.momentum,
         "snapshot_every": 1,
         "start": "shared",

@@ -13,6 +13,7 @@ from lossatlas.cli import app
 from lossatlas.config import load_config
 from lossatlas.stages.train import run_dataset, template_model
 from lossatlas.store import AtlasStore
+from lossatlas.studies.config import RunConfig
 
 runner = CliRunner()
 
@@ -34,7 +35,7 @@ def test_width_on_a_member_resumes_and_refuses_other_options(trained: Path) -> N
     distances = store.read("probes/width/default/distances")
     assert distances.shape == (4,) and np.isfinite(distances).all()
     curve = store.read("probes/width/default/snapshots/width_mean")
-    assert curve.shape == (3,)  # epochs 0, 1, 2 of the smoke preset
+    assert curve.shape == (4,)  # epochs 0-3 of the smoke preset
     assert store.has("probes/width/default/figures/width_vs_norm.png")
     again = runner.invoke(app, ["width", "--out", str(trained), "--directions", "4", "--snapshots"])
     assert "already complete" in again.output
@@ -43,7 +44,7 @@ def test_width_on_a_member_resumes_and_refuses_other_options(trained: Path) -> N
 
 
 def test_width_on_a_checkpoint(tmp_path: Path) -> None:
-    config = load_config("smoke")
+    config = load_config("smoke", schema=RunConfig)
     checkpoint = save_checkpoint(
         tmp_path / "w.safetensors", template_model(config, run_dataset(config))
     )

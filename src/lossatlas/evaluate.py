@@ -143,6 +143,15 @@ def predict_points(
     return out
 
 
+def _has_tied_tensors(model: torch.nn.Module) -> bool:
+    """Whether a parameter or buffer is registered under more than one name."""
+    params = sum(1 for _ in model.named_parameters(remove_duplicate=False))
+    buffers = sum(1 for _ in model.named_buffers(remove_duplicate=False))
+    return params != sum(1 for _ in model.parameters()) or buffers != sum(
+        1 for _ in model.buffers()
+    )
+
+
 def _iter_logits(
     space: ParamSpace,
     thetas: torch.Tensor,
@@ -165,10 +174,18 @@ def _iter_logits(
         strategy = "loop" if x.device.type == "cpu" and big_passes else "vmap"
     point_chunk = 1 if strategy == "loop" else (point_chunk or n_points)
 
+    # functional_call's strict key check and tied-weight bookkeeping walk the whole module tree
+    # on every call: ~30-100 us, as much as a small model's forward pass. Check the keys once
+    # here instead, and skip the untying when nothing is tied (then every name is given).
+    missing = set(space.buffer_names) - set(buffers)
+    if missing:
+        raise ValueError(f"buffers lack {sorted(missing)}")
+    tied = _has_tied_tensors(space.model)
+
     def logits_at(
         named: dict[str, torch.Tensor], bufs: dict[str, torch.Tensor], xs: torch.Tensor
     ) -> torch.Tensor:
-        return functional_call(space.model, (named, bufs), (xs,), strict=True)
+        return functional_call(space.model, (named, bufs), (xs,), strict=tied, tie_weights=tied)
 
     batched = vmap(logits_at, in_dims=(0, 0 if buffers_batched else None, None))
     was_training = space.model.training

@@ -193,19 +193,21 @@ def read_npz(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataError(f"{path}: npz file not found")
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise DataError(
-                f"{path}: holds a single array, not an npz archive of {', '.join(required)}"
-            )
-        with archive:
-            missing = [key for key in required if key not in archive.files]
-            if missing:
+        # Open the file ourselves: np.load leaks its own handle when the zip is corrupt.
+        with open(path, "rb") as handle:
+            archive = np.load(handle, allow_pickle=False)
+            if not isinstance(archive, np.lib.npyio.NpzFile):
                 raise DataError(
-                    f"{path}: npz file lacks array '{missing[0]}' "
-                    f"(has: {', '.join(archive.files) or 'nothing'})"
+                    f"{path}: holds a single array, not an npz archive of {', '.join(required)}"
                 )
-            return {key: archive[key] for key in archive.files}
+            with archive:
+                missing = [key for key in required if key not in archive.files]
+                if missing:
+                    raise DataError(
+                        f"{path}: npz file lacks array '{missing[0]}' "
+                        f"(has: {', '.join(archive.files) or 'nothing'})"
+                    )
+                return {key: archive[key] for key in archive.files}
     except DataError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:

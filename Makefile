@@ -38,6 +38,10 @@ test: lint browser
 bench: install
 	$(PIP) -e '.[test,bench]'
 	$(BIN)/python benchmarks/population.py
+	$(BIN)/python benchmarks/curvature.py
+	$(BIN)/python benchmarks/surface.py
+	$(BIN)/python benchmarks/embedding_memory.py
+	$(BIN)/python benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

@@ -284,6 +284,7 @@ def test_small_budget_chunks_give_the_same_answer(data64) -> None:  # type: igno
 def test_loop_with_cache_sized_chunks_equals_naive(data64, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     # Force the per-point loop to split 48 samples into pieces, inside the stand-in and out.
     monkeypatch.setattr(_grid, "LOOP_MIN_SAMPLES", 1)
+    monkeypatch.setattr(_grid, "LOOP_MIN_PASS_BYTES", 1)
     monkeypatch.setattr(_grid, "LOOP_CACHE_BYTES", 1)
     x, y = data64
     model = tiny_mlp().double()

@@ -55,14 +55,29 @@ ACTIVATION_SAFETY = 2.0
 # per-call overhead it saves is already amortised, so larger chunks only cost cache misses.
 _VMAP_SAMPLE_CHUNK = 1024
 
+# On CPU, `auto` evaluates points one at a time only when one point's pass is big: at least
+# LOOP_MIN_SAMPLES samples *and* this many bytes of activations (the estimate of _plan). Below
+# it every op is small, per-op overhead dominates, and vmap over a group of points amortises it:
+# for the benchmark's 40->32->32->10 MLP on 3600 samples (2.8 MB per pass), vmap over groups of
+# 16 points x 1200 samples ran at 0.47 ms/point against 0.55 for the loop (and loss-landscapes'
+# 0.56), and on a busy machine, where each multi-threaded op may wait for a descheduled thread,
+# the loop fell 10x behind. The 256-wide MLP (22 MB per pass) stays a loop: its passes are
+# matmul-bound and vmap would add a bias pass per layer (vmap measured 20% slower there).
+LOOP_MIN_PASS_BYTES = 8 * 2**20
+
+# Size of one vmap group on CPU (points x samples x activation bytes): cache-sized, since the
+# group's activations are streamed layer by layer (16 x 1200 samples of the 32-wide MLP above;
+# groups 2-4x larger measured 20-40% slower). On a GPU the memory budget alone decides.
+VMAP_GROUP_BYTES = 16 * 2**20
+
 # The per-point loop splits the samples into equal chunks whose activations (the estimate of
-# _plan, x2 safety included) take at most this much, so that one layer's output is still in the
-# last-level cache (32 MiB here) when the next layer reads it: a 40->1024->1024->10 MLP on 3600
-# samples ran 16% faster single-threaded in chunks of 900 than in one pass. Narrower nets
-# (the benchmark's 256-wide MLP: one pass of 3600) are left whole, because every chunk adds a
-# round of small ops, and on a busy machine each multi-threaded op can stall on a descheduled
-# thread. Never below LOOP_MIN_SAMPLES samples, where per-call overhead starts to show.
-LOOP_CACHE_BYTES = 32 * 2**20
+# _plan, x2 safety included) take at most this much, so that a layer's output is still in cache
+# when the next layer reads it. Measured on this 2-core CPU: a 40->1024->1024->10 MLP on 3600
+# samples ran 16% faster single-threaded in chunks of 900 than in one pass; the benchmark's
+# 256-wide MLP (2 chunks of 1800) gained 1-3% with 2 threads, within noise. Chunks never go
+# below LOOP_MIN_SAMPLES samples, where per-call overhead starts to show; and on a busy machine
+# fewer, larger ops are safer (each multi-threaded op can wait for a descheduled thread).
+LOOP_CACHE_BYTES = 12 * 2**20
 
 # A per-point loop materialises points a few at a time: small enough to be reused from the
 # allocator's heap (a fresh 100 MB block costs a page fault per 4 KiB on first touch, which
@@ -287,8 +302,9 @@ class SubspaceEvaluator:
             base_e, terms_e = shortcut.lift(base, terms, n_coef)
             buffers = map_buffers(shortcut, buffers)
             out_per_sample = self._first_layer_bytes(shortcut, base, terms)
-            terms_count = n_coef + (base is not None)
-            # The precomputed maps take at most a quarter of the budget.
+            # The precomputed maps (plus one slab of cached partial sums, see TermStack) take
+            # at most a quarter of the budget.
+            terms_count = n_coef + (base is not None) + 1
             block = max(1, min(n, self.budget // 4 // max(1, terms_count * out_per_sample)))
         else:
             module, space, base_e, terms_e, block = self.model, self.space, base, terms, n
@@ -308,7 +324,7 @@ class SubspaceEvaluator:
             info.sample_blocks += 1
             if shortcut is not None:
                 assert isinstance(module, TermStack)
-                module.stack = shortcut.precompute(self.x[lo:hi], base, terms)
+                module.bind(shortcut.precompute(self.x[lo:hi], base, terms))
                 inputs = torch.arange(hi - lo, device=self.x.device)
             else:
                 inputs = self.x[lo:hi]
@@ -334,7 +350,7 @@ class SubspaceEvaluator:
                     total_acc[sel] += acc * (hi - lo)
             finally:
                 if isinstance(module, TermStack):
-                    module.stack = None
+                    module.bind(None)
         self.info = info
         return total_loss / n, total_acc / n
 
@@ -363,7 +379,7 @@ class SubspaceEvaluator:
                 base_e, terms_e = shortcut.lift(base, terms, terms.shape[0])
                 theta = self._points(base_e, terms_e, coefs)[0]
                 assert isinstance(module, TermStack)
-                module.stack = shortcut.precompute(self.x[:n], base, terms)
+                module.bind(shortcut.precompute(self.x[:n], base, terms))
                 inputs = torch.arange(n, device=self.x.device)
             else:
                 theta = self._points(base, terms, coefs)[0]
@@ -375,7 +391,7 @@ class SubspaceEvaluator:
                 )
             finally:
                 if isinstance(module, TermStack):
-                    module.stack = None
+                    module.bind(None)
         return self._act_cache[key]
 
     def _plan(
@@ -401,23 +417,30 @@ class SubspaceEvaluator:
         theta_bytes = space.dim * self.itemsize
         max_rows = max(1, min(n_points, self.budget // 4 // theta_bytes))
         largest = max(1, min(block, self.budget // 2 // act))  # the biggest pass that fits
+        on_cpu = self.x.device.type == "cpu"
         strategy: Strategy = self.strategy
         if strategy == "auto":
-            on_cpu = self.x.device.type == "cpu"
-            strategy = "loop" if on_cpu and largest >= LOOP_MIN_SAMPLES else "vmap"
-        loop_chunk = min(largest, max(LOOP_MIN_SAMPLES, LOOP_CACHE_BYTES // act))
-        loop_chunk = math.ceil(block / math.ceil(block / loop_chunk))  # equal chunks
-        loop_rows = max(1, min(max_rows, _LOOP_ROW_BYTES // theta_bytes))
+            big = largest >= LOOP_MIN_SAMPLES and largest * act >= LOOP_MIN_PASS_BYTES
+            strategy = "loop" if on_cpu and big else "vmap"
+        row_cap = max(1, min(max_rows, _LOOP_ROW_BYTES // theta_bytes))
         if isinstance(module, TermStack):
-            module.inplace = strategy == "loop"
-            module.sub_chunk = loop_chunk if strategy == "loop" else None
-            if strategy == "loop":  # the stand-in chunks internally: one call per point
-                return strategy, largest, 1, loop_rows
+            module.per_point = strategy == "loop"
+            module.sub_chunk = None
         if strategy == "loop":
-            return strategy, loop_chunk, 1, loop_rows
-        sample_chunk = max(1, min(block, _VMAP_SAMPLE_CHUNK, largest))
-        point_chunk = max(1, min(max_rows, self.budget // 2 // (sample_chunk * act)))
-        return strategy, sample_chunk, point_chunk, point_chunk
+            loop_chunk = min(largest, max(LOOP_MIN_SAMPLES, LOOP_CACHE_BYTES // act))
+            loop_chunk = _equal_chunks(block, loop_chunk)
+            if isinstance(module, TermStack):  # the stand-in chunks internally: one call a point
+                module.sub_chunk = loop_chunk
+                return strategy, largest, 1, row_cap
+            return strategy, loop_chunk, 1, row_cap
+        sample_chunk = _equal_chunks(block, min(_VMAP_SAMPLE_CHUNK, largest))
+        group = self.budget // 2 // (sample_chunk * act)
+        if on_cpu:
+            group = min(group, VMAP_GROUP_BYTES // (sample_chunk * act))
+        point_chunk = max(1, min(max_rows, group))
+        # Several groups per evaluate_points call amortise its setup; rows stay within the cap.
+        rows = min(max_rows, max(point_chunk, row_cap // point_chunk * point_chunk))
+        return strategy, sample_chunk, point_chunk, rows
 
     def _recompute_bn(self, base: Tensor | None, terms: Tensor, coefs: Tensor) -> dict[str, Tensor]:
         """Per-point buffers ``name -> (P, *shape)`` with freshly accumulated BN statistics."""
@@ -495,6 +518,12 @@ class SubspaceEvaluator:
             for module in norms.values():
                 module.momentum = 1.0 / t
             call(named, buffers, xb)
+
+
+def _equal_chunks(total: int, most: int) -> int:
+    """The size of the fewest equal chunks of ``total`` that are at most ``most`` each."""
+    most = max(1, min(most, total))
+    return math.ceil(total / math.ceil(total / most))
 
 
 def _fresh_buffers(

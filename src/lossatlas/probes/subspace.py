@@ -37,9 +37,11 @@ tensors, x2 for kernel temporaries); half the budget goes to activations, a quar
 points, a quarter to precomputed first-layer outputs. When the first parametrised layer is a
 Linear/Conv on the input (detected with ``torch.fx``), its output at every point of the subspace
 is a combination of ``K + 1`` maps computed once (``shortcut=True``): that layer's matmul
-disappears from the per-point cost. On CPU with at least ``LOOP_MIN_SAMPLES`` samples per chunk
-points are evaluated one at a time with full-size matmuls (``strategy="auto"``), otherwise many
-at once with ``vmap``.
+disappears from the per-point cost, and along a grid's fastest axis each point combines just two
+cached maps. With ``strategy="auto"`` on CPU, points whose forward pass is big (at least
+``LOOP_MIN_SAMPLES`` samples and ``_grid.LOOP_MIN_PASS_BYTES`` of activations) are evaluated one
+at a time with full-size matmuls; narrow networks, whose every op is small, run as ``vmap``
+groups of cache size; on a GPU everything is batched with ``vmap``.
 
 BatchNorm recompute (``bn_data``, the fix Garipov et al. apply along curves): for every point,
 each normalisation layer that tracks running statistics starts from reset statistics and

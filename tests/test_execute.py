@@ -76,8 +76,8 @@ def test_get_executor() -> None:
     executor = get_executor("local", progress=False)
     assert isinstance(executor, LocalExecutor)
     assert isinstance(executor, Executor)
-    with pytest.raises(ConfigError, match=r"unknown executor 'ray' \(available: local\)"):
-        get_executor("ray")
+    with pytest.raises(ConfigError, match=r"unknown executor 'dask' \(available: local, ray\)"):
+        get_executor("dask")
     with pytest.raises(ConfigError, match="does not accept"):
         get_executor("local", workers=4)
 

@@ -75,14 +75,12 @@ def test_run_writes_store_summary_and_report(clean_run: Path) -> None:
 
 
 def test_rerun_recomputes_nothing(clean_run: Path) -> None:
-    started = time.perf_counter()
     result = subprocess.run(
         run_cmd(clean_run), capture_output=True, text=True, env=ENV, timeout=600
     )
     assert result.returncode == 0, result.stderr
     assert "done in" not in result.stderr  # every step reports "already complete"
     assert "already complete" in result.stderr
-    assert time.perf_counter() - started < 60
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,10 @@ from lossatlas.errors import ConfigError
 
 __all__ = [
     "CORE_SECTIONS",
+    "RUNTIME_SECTIONS",
     "Config",
     "DataConfig",
+    "ExecutionConfig",
     "ModelConfig",
     "ScheduleConfig",
     "TrainConfig",
@@ -114,6 +116,25 @@ class TrainConfig(StrictModel):
     compile: bool = Field(False, description="torch.compile the vectorised step")
 
 
+class ExecutionConfig(StrictModel):
+    """Where units of work run. Not part of any fingerprint: results do not depend on it."""
+
+    executor: Literal["local", "ray"] = Field(
+        "local", description="local: in this process, in order; ray: fanned out over a cluster"
+    )
+    ray_address: str | None = Field(
+        None,
+        description="Ray cluster to join ('auto', 'ray://host:10001', 'host:6379'); "
+        "default: start a local Ray instance",
+    )
+    max_retries: int = Field(
+        3, ge=0, description="times Ray re-runs a unit whose worker died (not on Python errors)"
+    )
+    cpus_per_unit: float = Field(
+        1.0, gt=0.0, description="CPUs Ray reserves per unit (also its torch thread count)"
+    )
+
+
 class Config(StrictModel):
     """Everything one lossatlas run needs."""
 
@@ -123,6 +144,7 @@ class Config(StrictModel):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> Config:
@@ -135,7 +157,10 @@ class Config(StrictModel):
 
 
 # Sections every stage shares; study sections (RunConfig) extend these.
-CORE_SECTIONS = frozenset({"seed", "device", "dtype", "data", "model", "train"})
+CORE_SECTIONS = frozenset({"seed", "device", "dtype", "data", "model", "train", "execution"})
+# Sections that say where work runs, not what it computes: free to change between runs of one
+# store, so they are left out of every fingerprint.
+RUNTIME_SECTIONS = frozenset({"device", "execution"})
 
 
 def core_config(config: Config) -> Config:

@@ -26,3 +26,7 @@ class CheckpointError(LossAtlasError):
 
 class StoreError(LossAtlasError):
     """The atlas store is unusable: wrong location, read-only, or made by another config."""
+
+
+class ExecutionError(LossAtlasError):
+    """Units of work could not be run: the cluster is unreachable or a unit was lost."""

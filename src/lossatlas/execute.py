@@ -6,9 +6,12 @@ completion marker already exists and runs the rest through an :class:`Executor`;
 each unit is written right after its function returns, in the process that ran it. That is what
 makes a killed run resumable: re-running the same command recomputes only unmarked units.
 
-Today there is one executor, :class:`LocalExecutor`, which runs units in order in this process.
-The protocol is shaped for a distributed one: units are picklable (a top-level function and its
-arguments) and the wrapper that marks them opens the store by path, so it can run on a worker.
+Two executors implement the protocol: :class:`LocalExecutor` runs units in order in this
+process, and :class:`~lossatlas.execute_ray.RayExecutor` (the ``ray`` extra) fans them out over a
+Ray cluster. Units are picklable (a top-level function and its arguments) and the wrapper that
+marks them opens the store by path or URL, so it runs the same on any worker. A unit's result
+depends only on its arguments and seeds, never on where it ran, so both executors give the same
+numbers (to float rounding of different thread counts).
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from lossatlas.config import Config, ExecutionConfig
 from lossatlas.errors import ConfigError
 from lossatlas.store import AtlasStore
 
-__all__ = ["Executor", "LocalExecutor", "Unit", "get_executor", "run_units"]
+__all__ = ["Executor", "LocalExecutor", "Unit", "executor_for", "get_executor", "run_units"]
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,14 @@ def run_units(
     return [unit.id for unit in pending]
 
 
-_EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor}
+def _ray_executor(**options: Any) -> Executor:
+    # Imported on demand: Ray is an optional extra and slow to import.
+    from lossatlas.execute_ray import RayExecutor
+
+    return RayExecutor(**options)
+
+
+_EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor, "ray": _ray_executor}
 
 
 def get_executor(name: str = "local", **options: Any) -> Executor:
@@ -167,3 +178,17 @@ def get_executor(name: str = "local", **options: Any) -> Executor:
         return factory(**options)
     except TypeError as exc:
         raise ConfigError(f"executor '{name}' does not accept options {sorted(options)}") from exc
+
+
+def executor_for(config: Config | ExecutionConfig, *, progress: bool | None = None) -> Executor:
+    """The executor a config's ``execution`` section asks for."""
+    execution = config.execution if isinstance(config, Config) else config
+    if execution.executor == "ray":
+        return get_executor(
+            "ray",
+            address=execution.ray_address,
+            max_retries=execution.max_retries,
+            cpus_per_unit=execution.cpus_per_unit,
+            progress=progress,
+        )
+    return get_executor(execution.executor, progress=progress)

@@ -1,9 +1,14 @@
-"""One resumable step of work whose results go into one store group.
+"""Resumable steps of work whose results go into store groups.
 
 A step computes a :class:`StageOutput` (arrays, scalars, rendered figures and claims) and
 :func:`run_once` writes it under its group, then marks the group's single unit complete. The
 group's fingerprint (the step's options and inputs) makes a re-run with the same settings a
 no-op and a re-run with other settings an error, never a silent mix.
+
+A step whose work splits into independent pieces (sweep settings, connectors, curvature jobs,
+grid chunks) hands them to :func:`run_parts` as :class:`Part` s: each part runs as one unit on
+the configured executor (possibly a Ray worker), writes its arrays and scalars under its own
+subgroup, and the step reads them all back with :func:`read_output` to make figures and claims.
 """
 
 from __future__ import annotations
@@ -16,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from lossatlas.execute import LocalExecutor, Unit, run_units
+from lossatlas.execute import Executor, LocalExecutor, Unit, run_units
 from lossatlas.store import AtlasStore
 from lossatlas.studies.claims import Claim, save_claims
 
-__all__ = ["StageOutput", "run_once", "write_output"]
+__all__ = ["Part", "StageOutput", "read_output", "run_once", "run_parts", "write_output"]
 
 _RESULT_UNIT = "result"
 
@@ -53,9 +58,65 @@ def write_output(store: AtlasStore, group: str, output: StageOutput) -> None:
     for name, blob in output.figures.items():
         media = "image/png" if name.endswith(".png") else "text/html"
         store.save_bytes(f"{group}/figures/{name}", blob, media)
-    store.update_attrs(group, {"result": output.scalars, "claims": [c.id for c in output.claims]})
+    store.update_attrs(
+        group,
+        {
+            "result": output.scalars,
+            "arrays": sorted(output.arrays),
+            "claims": [c.id for c in output.claims],
+        },
+    )
     if output.claims:
         save_claims(store, output.claims)
+
+
+def read_output(store: AtlasStore, group: str) -> StageOutput:
+    """The arrays and scalars :func:`write_output` stored under ``group`` (not figures/claims)."""
+    attrs = store.attrs(group)
+    arrays = {name: store.read(f"{group}/{name}") for name in attrs.get("arrays", [])}
+    return StageOutput(arrays=arrays, scalars=dict(attrs.get("result") or {}))
+
+
+@dataclass(frozen=True)
+class Part:
+    """One independent piece of a step: ``compute(*args) -> StageOutput``, named ``id``.
+
+    ``compute`` must be a top-level function and ``args`` picklable (JSON strings of configs
+    and the store's folder are the usual arguments), so the part can run on a Ray worker. Its
+    figures and claims are ignored: the step that gathers the parts makes those.
+    """
+
+    id: str
+    compute: Callable[..., StageOutput]
+    args: tuple[Any, ...] = ()
+    weight: float = 1.0
+
+
+def run_parts(
+    out: str | Path,
+    group: str,
+    parts: list[Part],
+    executor: Executor,
+    *,
+    description: str = "",
+) -> dict[str, StageOutput]:
+    """Run the parts not yet complete on ``executor``; return every part's stored output.
+
+    Each part's output lives in ``group/<id>`` and its marker in ``group/_units/<id>``, so an
+    interrupted step resumes with only the missing parts, wherever they run.
+    """
+    store = AtlasStore.open(out, create=False)
+    units = [
+        Unit(
+            id=part.id,
+            fn=_compute_and_write,
+            args=(str(out), f"{group}/{part.id}", part.compute, part.args),
+            weight=part.weight,
+        )
+        for part in parts
+    ]
+    run_units(executor, store, group, units, description=description or group)
+    return {part.id: read_output(store, f"{group}/{part.id}") for part in parts}
 
 
 def run_once(
@@ -82,5 +143,6 @@ def _compute_and_write(
     started = time.perf_counter()
     output = compute(*args)
     store = AtlasStore.open(out, create=False)
+    store.ensure_group(group)  # a part's own group; nobody else writes it
     write_output(store, group, output)
     store.record_timing(group, "compute", time.perf_counter() - started)

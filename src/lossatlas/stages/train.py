@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from lossatlas.config import CORE_SECTIONS, Config, core_config
+from lossatlas.config import CORE_SECTIONS, RUNTIME_SECTIONS, Config, core_config
 from lossatlas.data import Dataset, load_dataset
-from lossatlas.execute import Executor, LocalExecutor, Unit, run_units
+from lossatlas.execute import Executor, Unit, executor_for, run_units
 from lossatlas.models import build_model
 from lossatlas.optim import HyperParams
 from lossatlas.params import ParamSpace
@@ -61,9 +61,8 @@ class TrainSummary:
 
 
 def config_fingerprint(config: Config) -> dict[str, Any]:
-    """The settings that determine the numbers; the device is free to change between runs."""
-    tree = config.model_dump(mode="json", include=set(CORE_SECTIONS - {"device"}))
-    return tree
+    """The settings that determine the numbers; device and executor may change between runs."""
+    return config.model_dump(mode="json", include=set(CORE_SECTIONS - RUNTIME_SECTIONS))
 
 
 def open_store(out: str | Path, config: Config) -> AtlasStore:
@@ -152,7 +151,7 @@ def train_stage(
         )
         for start in range(0, members, per_unit)
     ]
-    ran = run_units(executor or LocalExecutor(), store, group, units, description="train")
+    ran = run_units(executor or executor_for(config), store, group, units, description="train")
     seconds = time.perf_counter() - started
     if ran:
         store.record_timing(group, "train", seconds)

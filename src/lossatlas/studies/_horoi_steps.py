@@ -45,7 +45,7 @@ from lossatlas.plots.topology import (
 )
 from lossatlas.seeding import make_generator
 from lossatlas.stages.output import StageOutput
-from lossatlas.stages.train import run_dataset, template_model
+from lossatlas.stages.train import config_fingerprint, run_dataset, template_model
 from lossatlas.store import AtlasStore
 from lossatlas.studies.claims import Claim
 
@@ -104,8 +104,8 @@ def _tag(net: str, seed: int) -> str:
 
 
 def core_fingerprint(core: Config) -> dict[str, Any]:
-    """The core settings that determine the numbers (the device may change between runs)."""
-    return core.model_dump(mode="json", exclude={"device"})
+    """The core settings that determine the numbers (device and executor may change)."""
+    return config_fingerprint(core)
 
 
 def _configs(config_json: str, horoi_json: str) -> tuple[Config, HoroiConfig]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
+from lossatlas.execute import Executor, executor_for
 from lossatlas.stages.train import open_store, run_dataset, template_model
 from lossatlas.studies.claims import load_claims, write_summary
 from lossatlas.studies.config import RunConfig
@@ -75,14 +76,17 @@ def run_all(config: RunConfig, out: str | Path, *, console: Console | None = Non
     template_model(config, run_dataset(config))
     store = open_store(out, config)  # refuses a store of another config before any work
     steps = list(WEDGE_STEPS) if config.wedges.enabled else []
-    horoi = _horoi_runner(config, out)
+    horoi = _horoi_runner(config, out, executor_for(config))
     if horoi is not None:
         steps.append("horoi")
     log = _StepLog(console, steps)
+    executor = executor_for(config)
+    if config.execution.executor != "local":
+        console.print(f"units of work run on {executor!r}", highlight=False)
     ran: list[str] = []
     if config.wedges.enabled:
         console.print("training the base population, then the wedge study", highlight=False)
-        ran += run_wedges(config, out, on_step=log)
+        ran += run_wedges(config, out, on_step=log, executor=executor)
     if horoi is not None:
         console.print(
             "geometry & topology study (jump and retrain, PHATE, persistence)", highlight=False
@@ -106,11 +110,11 @@ def run_all(config: RunConfig, out: str | Path, *, console: Console | None = Non
     return RunResult(out, summary, report, counts, seconds, ran)
 
 
-def _horoi_runner(config: RunConfig, out: Path) -> Any:
+def _horoi_runner(config: RunConfig, out: Path, executor: Executor) -> Any:
     """A thunk running the geometry & topology study, or None when it is disabled."""
     section = getattr(config, "horoi", None)
     if section is None or not section.enabled:
         return None
     from lossatlas.studies.horoi import run_horoi
 
-    return lambda: run_horoi(config, section, out)
+    return lambda: run_horoi(config, section, out, executor=executor)

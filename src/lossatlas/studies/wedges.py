@@ -33,6 +33,7 @@ import torch
 from scipy.stats import spearmanr
 
 from lossatlas.evaluate import evaluate_points
+from lossatlas.execute import Executor, executor_for
 from lossatlas.models import build_model
 from lossatlas.params import ParamSpace
 from lossatlas.plots import figure_to_png, plotly_to_html
@@ -52,7 +53,7 @@ from lossatlas.probes.ensemble import run_ensembles
 from lossatlas.probes.subspace import surface_through
 from lossatlas.probes.width import width_over_snapshots
 from lossatlas.seeding import make_generator
-from lossatlas.stages.output import StageOutput, run_once
+from lossatlas.stages.output import Part, StageOutput, run_once, run_parts
 from lossatlas.stages.train import TRAIN_GROUP, run_dataset, template_model, train_stage
 from lossatlas.store import AtlasStore
 from lossatlas.studies.claims import Claim
@@ -107,6 +108,16 @@ def _counts(
         lanczos_steps=opts.lanczos_steps,
     )
     return {f"{t:g}": float(v) for t, v in counts.items()}
+
+
+def short_dirs_part(out: str, config_json: str, point: np.ndarray, unit: str) -> StageOutput:
+    """Short-direction counts at ``point`` (D,), a curvature job; ``unit`` seeds its probes."""
+    config = RunConfig.model_validate_json(config_json)
+    dataset = run_dataset(config)
+    model = template_model(config, dataset)
+    data = _subset(dataset, config.wedges.short_dirs.eval_samples)
+    counts = _counts(model, data, _tensor(point, dataset.x_train), config, unit)
+    return StageOutput(scalars={"counts": counts})
 
 
 def _tensor(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
@@ -261,12 +272,18 @@ def tunnel_step(out: str, config_json: str) -> StageOutput:
     theta = _tensor(final[:2], dataset.x_train)
     result = tunnel(model, dataset, theta[0], theta[1], options=config.wedges.tunnel)
     summary = result.summary("train")
-    data = _subset(dataset, config.wedges.short_dirs.eval_samples)
-    counts = {
-        "endpoint_a": _counts(model, data, theta[0], config, "tunnel_a"),
-        "endpoint_b": _counts(model, data, theta[1], config, "tunnel_b"),
-        "middle": _counts(model, data, result.middle, config, "tunnel_middle"),
+    # Three independent curvature jobs, fanned out on the run's executor.
+    points = {
+        "endpoint_a": ("tunnel_a", theta[0]),
+        "endpoint_b": ("tunnel_b", theta[1]),
+        "middle": ("tunnel_middle", result.middle),
     }
+    parts = [
+        Part(name, short_dirs_part, (out, config_json, point.cpu().numpy(), unit))
+        for name, (unit, point) in points.items()
+    ]
+    counted = run_parts(out, "wedges/tunnel/short_dirs", parts, executor_for(config))
+    counts = {name: counted[name].scalars["counts"] for name in points}
     node_t = result.node_t.cpu().numpy()
     figures = {
         "tunnel_path.png": figure_to_png(
@@ -393,25 +410,40 @@ def tunnel_step(out: str, config_json: str) -> StageOutput:
 # --------------------------------------------------------------------------- A5 connectors
 
 
-def connectors_step(out: str, config_json: str) -> StageOutput:
-    """m-connectors over the first m+1 optima for m = 1 .. max_m."""
+def connector_part(out: str, config_json: str, m: int) -> StageOutput:
+    """One m-connector over the first m+1 optima, and the short directions at its middle."""
     config = RunConfig.model_validate_json(config_json)
     _, dataset, model, final = _context(out, config)
-    opts = config.wedges.connect
-    max_m = min(opts.max_m, final.shape[0] - 1)
+    points = _tensor(final[: m + 1], dataset.x_train)
+    conn = m_connector(model, dataset, points, options=config.wedges.connect.options)
     data = _subset(dataset, config.wedges.short_dirs.eval_samples)
-    ms, samples, optima, hull, counts = [], [], [], [], {}
+    return StageOutput(
+        arrays={"loss_samples_train": conn.loss_samples["train"].cpu().numpy()},
+        scalars={
+            "summary": conn.summary("train"),
+            "counts": _counts(model, data, conn.middle, config, f"connector{m}"),
+        },
+    )
+
+
+def connectors_step(out: str, config_json: str) -> StageOutput:
+    """m-connectors over the first m+1 optima for m = 1 .. max_m, one part per m."""
+    config = RunConfig.model_validate_json(config_json)
+    opts = config.wedges.connect
+    members = AtlasStore.open(out, create=False).array(f"{TRAIN_GROUP}/params").shape[0]
+    ms = list(range(1, min(opts.max_m, members - 1) + 1))
+    parts = [Part(f"m{m}", connector_part, (out, config_json, m), weight=m + 1) for m in ms]
+    results = run_parts(out, "wedges/connectors/parts", parts, executor_for(config))
+    samples, optima, hull, counts = [], [], [], {}
     arrays: dict[str, np.ndarray] = {}
-    for m in range(1, max_m + 1):
-        points = _tensor(final[: m + 1], dataset.x_train)
-        conn = m_connector(model, dataset, points, options=opts.options)
-        s = conn.summary("train")
-        ms.append(m)
+    for m in ms:
+        result = results[f"m{m}"]
+        s = result.scalars["summary"]
         samples.append(s["loss_samples_mean"])
         optima.append(s["loss_optima_mean"])
         hull.append(s["loss_hull_mean"])
-        counts[f"m{m}"] = _counts(model, data, conn.middle, config, f"connector{m}")
-        arrays[f"m{m}/loss_samples_train"] = conn.loss_samples["train"].cpu().numpy()
+        counts[f"m{m}"] = result.scalars["counts"]
+        arrays[f"m{m}/loss_samples_train"] = result.arrays["loss_samples_train"]
     figures = {
         "connector_loss.png": figure_to_png(
             plot_loss_vs_optima(
@@ -461,92 +493,128 @@ def connectors_step(out: str, config_json: str) -> StageOutput:
 # --------------------------------------------------------------------------- A6 sweep
 
 
-def _sweep_runs(config: RunConfig, dataset: Any) -> dict[str, list[dict[str, Any]]]:
-    """Train every sweep setting; each run keeps its snapshots (one per epoch) in memory."""
+_CURVE_KEYS = ("weight_norm", "width_mean", "width_std", "censored")
+
+
+def _sweep_settings(config: RunConfig) -> dict[str, tuple[str, list[float]]]:
+    """part id -> (axis, values): one vectorised population per part.
+
+    LR and L2 are per-member hyperparameters, so each is one population with a member per
+    value; dropout, batch size and width change the model or the batching, one run each.
+    """
     sweep = config.wedges.sweep
-    common = {
-        "epochs": sweep.epochs,
-        "seed": config.seed,
-        "optimizer": config.train.optimizer,
-        "momentum": config.train.momentum,
-        "snapshot_every": 1,
-        "start": "shared",
+    settings: dict[str, tuple[str, list[float]]] = {
+        "lr": ("lr", list(sweep.lrs)),
+        "l2": ("l2", list(sweep.l2s)),
     }
+    for axis, values in (
+        ("dropout", sweep.dropouts),
+        ("batch", sweep.batch_sizes),
+        ("width", sweep.width_multipliers),
+    ):
+        for k, value in enumerate(values):
+            settings[f"{axis}-{k}"] = (axis, [float(value)])
+    return settings
 
-    def model_with(**changes: Any) -> torch.nn.Module:
-        cfg = config.model.model_copy(update=changes)
-        model = build_model(cfg, dataset.input_shape, dataset.num_classes, seed=config.seed)
-        return model.to(device=dataset.x_train.device, dtype=dataset.x_train.dtype)
 
-    def population(model: torch.nn.Module, **kw: Any) -> Any:
-        args = {**common, "batch_size": config.train.batch_size, "lr": sweep.base_lr, **kw}
-        return train_population(
-            model,
-            dataset.split("train"),
-            members=kw.pop("members", 1),
-            **{k: v for k, v in args.items() if k != "members"},
+def sweep_part(out: str, config_json: str, part_id: str) -> StageOutput:
+    """Train one sweep setting and measure tunnel width against R at every epoch.
+
+    Arrays ``<value>/<curve key>`` per member that did not diverge; scalars ``values``,
+    ``final_width`` (NaN for diverged members) and, for the LR part, short-direction
+    ``counts`` per LR.
+    """
+    config = RunConfig.model_validate_json(config_json)
+    sweep = config.wedges.sweep
+    axis, values = _sweep_settings(config)[part_id]
+    dataset = run_dataset(config)
+    data = _subset(dataset, sweep.eval_samples)
+    changes = {"dropout": {"dropout": values[0]}, "width": {"width_multiplier": values[0]}}
+    model = build_model(
+        config.model.model_copy(update=changes.get(axis, {})),
+        dataset.input_shape,
+        dataset.num_classes,
+        seed=config.seed,
+    ).to(device=dataset.x_train.device, dtype=dataset.x_train.dtype)
+    hyper: dict[str, Any] = {
+        "lr": {"lr": values},
+        "l2": {"weight_decay": values},
+        "batch": {"batch_size": int(values[0])},
+    }.get(axis, {})
+    pop = train_population(
+        model,
+        dataset.split("train"),
+        members=len(values),
+        **{
+            "epochs": sweep.epochs,
+            "seed": config.seed,
+            "optimizer": config.train.optimizer,
+            "momentum": config.train.momentum,
+            "snapshot_every": 1,
+            "start": "shared",
+            "batch_size": config.train.batch_size,
+            "lr": sweep.base_lr,
+            **hyper,
+        },
+    )
+    width_kw = sweep.width.model_dump(exclude={"snapshots", "split"})
+    width_kw["seed"] = config.seed
+    arrays: dict[str, np.ndarray] = {}
+    finals: list[float] = []
+    counts: dict[str, dict[str, float]] = {}
+    for k, value in enumerate(values):
+        if bool(pop.diverged[k]):
+            finals.append(float("nan"))
+            continue
+        curve = width_over_snapshots(
+            model, data, pop.snapshots[k], keep_directions=False, **width_kw
         )
-
-    runs: dict[str, list[dict[str, Any]]] = {}
-    base = model_with()
-    pop = population(base, members=len(sweep.lrs), lr=sweep.lrs)
-    runs["lr"] = [{"value": v, "model": base, "pop": pop, "k": k} for k, v in enumerate(sweep.lrs)]
-    pop = population(base, members=len(sweep.l2s), weight_decay=sweep.l2s)
-    runs["l2"] = [{"value": v, "model": base, "pop": pop, "k": k} for k, v in enumerate(sweep.l2s)]
-    runs["dropout"] = []
-    for p in sweep.dropouts:
-        model = model_with(dropout=p)
-        runs["dropout"].append({"value": p, "model": model, "pop": population(model), "k": 0})
-    runs["batch"] = [
-        {"value": b, "model": base, "pop": population(base, batch_size=b), "k": 0}
-        for b in sweep.batch_sizes
-    ]
-    runs["width"] = []
-    for f in sweep.width_multipliers:
-        model = model_with(width_multiplier=f)
-        runs["width"].append({"value": f, "model": model, "pop": population(model), "k": 0})
-    return runs
+        finals.append(float(curve["width_mean"][-1]))
+        for key in _CURVE_KEYS:
+            if key in curve:
+                arrays[f"{value:g}/{key}"] = np.asarray(curve[key])
+        if axis == "lr":
+            counts[f"lr={value:g}"] = _counts(model, data, pop.params[k], config, f"sweep_lr{k}")
+    return StageOutput(
+        arrays=arrays, scalars={"values": values, "final_width": finals, "counts": counts}
+    )
 
 
 def sweep_step(out: str, config_json: str) -> StageOutput:
-    """Tunnel width against R over training, and short directions, per hyperparameter."""
+    """Tunnel width against R over training, and short directions, per hyperparameter.
+
+    Every setting is a :class:`Part` (:func:`sweep_part`), fanned out on the run's executor.
+    """
     config = RunConfig.model_validate_json(config_json)
-    sweep = config.wedges.sweep
-    dataset = run_dataset(config)
-    data = _subset(dataset, sweep.eval_samples)
-    width_kw = sweep.width.model_dump(exclude={"snapshots", "split"})
-    width_kw["seed"] = config.seed
-    runs = _sweep_runs(config, dataset)
+    parts = [
+        Part(part_id, sweep_part, (out, config_json, part_id), weight=len(values))
+        for part_id, (_, values) in _sweep_settings(config).items()
+    ]
+    results = run_parts(out, "wedges/sweep/parts", parts, executor_for(config))
     arrays: dict[str, np.ndarray] = {}
     figures: dict[str, bytes] = {}
     finals: dict[str, list[float]] = {}
     curves_by_axis: dict[str, dict[str, dict[str, np.ndarray]]] = {}
-    for axis, settings in runs.items():
-        curves: dict[str, dict[str, np.ndarray]] = {}
-        for run in settings:
-            pop, k = run["pop"], run["k"]
-            if bool(pop.diverged[k]):
-                finals.setdefault(axis, []).append(float("nan"))
-                continue
-            curve = width_over_snapshots(
-                run["model"], data, pop.snapshots[k], keep_directions=False, **width_kw
-            )
-            label = f"{axis}={run['value']:g}"
-            curves[label] = curve
-            finals.setdefault(axis, []).append(float(curve["width_mean"][-1]))
-            for key in ("weight_norm", "width_mean", "width_std"):
-                arrays[f"{axis}/{run['value']:g}/{key}"] = np.asarray(curve[key])
-        curves_by_axis[axis] = curves
+    lr_counts: dict[str, dict[str, float]] = {}
+    for part_id, (axis, values) in _sweep_settings(config).items():
+        result = results[part_id]
+        finals.setdefault(axis, []).extend(result.scalars["final_width"])
+        lr_counts.update(result.scalars.get("counts") or {})
+        curves = curves_by_axis.setdefault(axis, {})
+        for value in values:
+            curve = {
+                key: result.arrays[f"{value:g}/{key}"]
+                for key in _CURVE_KEYS
+                if f"{value:g}/{key}" in result.arrays
+            }
+            if curve:
+                curves[f"{axis}={value:g}"] = curve
+                for key in ("weight_norm", "width_mean", "width_std"):
+                    arrays[f"{axis}/{value:g}/{key}"] = curve[key]
+    for axis, curves in curves_by_axis.items():
         if curves:
             figures[f"width_vs_norm_{axis}.png"] = figure_to_png(
                 plot_width_vs_norm(curves, title=f"Tunnel width against weight norm: {axis}")
-            )
-    lr_counts = {}
-    for run in runs["lr"]:
-        pop, k = run["pop"], run["k"]
-        if not bool(pop.diverged[k]):
-            lr_counts[f"lr={run['value']:g}"] = _counts(
-                run["model"], data, pop.params[k], config, f"sweep_lr{k}"
             )
     figures["short_dirs_vs_lr.png"] = figure_to_png(
         plot_counts(lr_counts, title="Eigenvalues above threshold against the learning rate")
@@ -709,13 +777,18 @@ def step_fingerprint(config: RunConfig, step: str) -> dict[str, Any]:
 
 
 def run_wedges(
-    config: RunConfig, out: str | Path, on_step: Callable[[str, bool], None] | None = None
+    config: RunConfig,
+    out: str | Path,
+    on_step: Callable[[str, bool], None] | None = None,
+    executor: Executor | None = None,
 ) -> list[str]:
     """Train the base population and run every wedge step; returns the steps that ran now.
 
-    Completed steps are skipped, so an interrupted study resumes where it stopped.
+    Completed steps are skipped, so an interrupted study resumes where it stopped. Training
+    units run on ``executor`` (default: the one ``config.execution`` names); each step fans its
+    own parts out on the executor its config names.
     """
-    train_stage(config, out)
+    train_stage(config, out, executor=executor)
     ran = []
     config_json = config.model_dump_json()
     for name, (_, step) in WEDGE_STEPS.items():

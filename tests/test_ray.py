@@ -61,7 +61,10 @@ def assert_same_numbers(a: Any, b: Any, path: str = "") -> int:
         return sum(assert_same_numbers(a[k], b[k], f"{path}/{k}") for k in a)
     if isinstance(a, list):
         assert len(a) == len(b), path
-        return sum(assert_same_numbers(x, y, f"{path}[{i}]") for i, (x, y) in enumerate(zip(a, b)))
+        return sum(
+            assert_same_numbers(x, y, f"{path}[{i}]")
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+        )
     if isinstance(a, float) and math.isnan(a):
         assert isinstance(b, float) and math.isnan(b), path
         return 1

@@ -42,6 +42,7 @@ bench: install
 	$(BIN)/python benchmarks/surface.py
 	$(BIN)/python benchmarks/embedding_memory.py
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/ray_overhead.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

@@ -7,7 +7,7 @@ The public API, grouped by stage of the data flow
 from importlib.metadata import PackageNotFoundError, version
 
 # Configuration
-from lossatlas.config import Config, load_config
+from lossatlas.config import Config, ExecutionConfig, load_config
 
 # Data and models
 from lossatlas.data import Dataset, available_datasets, load_dataset, register_dataset
@@ -17,12 +17,20 @@ from lossatlas.errors import (
     CheckpointError,
     ConfigError,
     DataError,
+    ExecutionError,
     LossAtlasError,
     StoreError,
 )
 
 # Execution and storage
-from lossatlas.execute import Executor, LocalExecutor, Unit, get_executor, run_units
+from lossatlas.execute import (
+    Executor,
+    LocalExecutor,
+    Unit,
+    executor_for,
+    get_executor,
+    run_units,
+)
 from lossatlas.models import available_models, build_model, register_model
 
 # Weight space
@@ -64,6 +72,8 @@ __all__ = [
     "Connector",
     "DataError",
     "Dataset",
+    "ExecutionConfig",
+    "ExecutionError",
     "Executor",
     "HessianOperator",
     "LocalExecutor",
@@ -80,6 +90,7 @@ __all__ = [
     "available_models",
     "build_model",
     "count_above",
+    "executor_for",
     "get_executor",
     "hessian_eigenpairs",
     "hessian_eigenvalues",

@@ -50,7 +50,7 @@ from lossatlas.population import train_population
 from lossatlas.probes.connectors import m_connector, tunnel
 from lossatlas.probes.curvature import count_above
 from lossatlas.probes.ensemble import run_ensembles
-from lossatlas.probes.subspace import surface_through
+from lossatlas.probes.subspace import Surface, surface_through
 from lossatlas.probes.width import width_over_snapshots
 from lossatlas.seeding import make_generator
 from lossatlas.stages.output import Part, StageOutput, run_once, run_parts
@@ -172,63 +172,118 @@ def toy_step(out: str, config_json: str) -> StageOutput:
 # --------------------------------------------------------------------------- A2 cuts
 
 
-def radial_cuts_step(out: str, config_json: str) -> StageOutput:
-    """Planes through the origin and two optima, at several epochs of training."""
+def _cut_epochs(store: AtlasStore, config: RunConfig) -> dict[int, int]:
+    """epoch -> snapshot index for every requested epoch that has a snapshot (-1: final)."""
+    opts = config.wedges.cuts
+    every = 0
+    if store.has(f"{TRAIN_GROUP}/snapshots"):
+        snaps = store.array(f"{TRAIN_GROUP}/snapshots")
+        if snaps.attrs.get("unit") == "epoch":
+            every = int(snaps.attrs.get("every", 1))
+        available = {
+            e: e // every
+            for e in opts.epochs
+            if every and e % every == 0 and e // every < snaps.shape[1]
+        }
+    else:
+        available = {}
+    # No snapshots: cut at the end of training only.
+    return dict(sorted(available.items())) or {config.train.epochs: -1}
+
+
+def radial_cut_part(out: str, config_json: str, index: int) -> StageOutput:
+    """One cut through the origin and the first two optima, at snapshot ``index`` (-1: final).
+
+    Arrays ``loss`` (steps, steps), ``coords0``, ``coords1``, ``point_coords`` (3, 2); scalars
+    ``weight_norm``, ``angle_deg``, ``low_loss_fraction``, ``radial_alignment``.
+    """
     config = RunConfig.model_validate_json(config_json)
     opts = config.wedges.cuts
     store, dataset, model, final = _context(out, config)
     members = min(opts.members, final.shape[0])
     data = _subset(dataset, opts.eval_samples)
-    space = ParamSpace(model)
-    if store.has(f"{TRAIN_GROUP}/snapshots"):
-        snaps = store.array(f"{TRAIN_GROUP}/snapshots")
-        every = int(snaps.attrs.get("every", 1)) if snaps.attrs.get("unit") == "epoch" else 0
+    if index < 0:
+        points = final[:members]
     else:
-        snaps, every = None, 0
-    available = (
-        {
-            e: e // every
-            for e in opts.epochs
-            if every and e % every == 0 and e // every < snaps.shape[1]
-        }
-        if snaps is not None
-        else {}
+        points = np.asarray(store.array(f"{TRAIN_GROUP}/snapshots")[:members, index])
+    theta = _tensor(points, dataset.x_train)
+    plane = torch.stack([torch.zeros_like(theta[0]), theta[0], theta[1]])
+    cut = surface_through(model, data, plane, steps=opts.steps, margin=opts.margin)
+    optima_loss, _ = evaluate_points(ParamSpace(model), theta[:2], *data)
+    low = cut.loss < opts.low_loss_factor * optima_loss.mean()
+    coords = torch.stack(torch.meshgrid(*cut.coords, indexing="ij"), dim=-1)  # (s, s, 2)
+    pc = torch.as_tensor(cut.meta["point_coords"]).to(coords)
+    directions = torch.nn.functional.normalize(pc[1:] - pc[0], dim=1)  # optima from origin
+    rel = torch.nn.functional.normalize(coords - pc[0], dim=-1)
+    alignment = (rel @ directions.T).abs().max(dim=-1).values  # |cos| to nearest optimum ray
+    cos = float(torch.nn.functional.cosine_similarity(theta[0], theta[1], dim=0))
+    return StageOutput(
+        arrays={
+            "loss": cut.loss.cpu().numpy(),
+            "coords0": cut.coords[0].cpu().numpy(),
+            "coords1": cut.coords[1].cpu().numpy(),
+            "point_coords": pc.cpu().numpy(),
+        },
+        scalars={
+            "weight_norm": float(theta.norm(dim=1).mean()),
+            "angle_deg": math.degrees(math.acos(max(-1.0, min(1.0, cos)))),
+            "low_loss_fraction": float(low.float().mean()),
+            "radial_alignment": float(alignment[low].mean()) if low.any() else float("nan"),
+        },
     )
-    if not available:  # no snapshots: cut at the end of training only
-        available = {config.train.epochs: -1}
+
+
+def _stored_cut(result: StageOutput) -> Surface:
+    """A :class:`Surface` view of a stored cut, for the plots (loss only)."""
+    coords = (torch.as_tensor(result.arrays["coords0"]), torch.as_tensor(result.arrays["coords1"]))
+    loss = torch.as_tensor(result.arrays["loss"])
+    return Surface(
+        coords,
+        loss,
+        torch.full_like(loss, float("nan")),
+        loss.new_zeros(0),
+        loss.new_zeros(2, 0),
+        "points",
+    )
+
+
+def radial_cuts_step(out: str, config_json: str) -> StageOutput:
+    """Planes through the origin and two optima, at several epochs of training.
+
+    Every epoch's cut is a :class:`Part` (:func:`radial_cut_part`) on the run's executor.
+    """
+    config = RunConfig.model_validate_json(config_json)
+    opts = config.wedges.cuts
+    epochs_to_index = _cut_epochs(AtlasStore.open(out, create=False), config)
+    parts = [
+        Part(f"epoch{epoch}", radial_cut_part, (out, config_json, index))
+        for epoch, index in epochs_to_index.items()
+    ]
+    results = run_parts(out, "wedges/radial_cuts/parts", parts, executor_for(config))
     out_arrays: dict[str, np.ndarray] = {}
     figures: dict[str, bytes] = {}
     norms, angles, fractions, alignments = [], [], [], []
-    for epoch, index in sorted(available.items()):
-        points = final[:members] if index < 0 else np.asarray(snaps[:members, index])
-        theta = _tensor(points, dataset.x_train)
-        norms.append(float(theta.norm(dim=1).mean()))
-        plane = torch.stack([torch.zeros_like(theta[0]), theta[0], theta[1]])
-        cut = surface_through(model, data, plane, steps=opts.steps, margin=opts.margin)
-        optima_loss, _ = evaluate_points(space, theta[:2], *data)
-        low = cut.loss < opts.low_loss_factor * optima_loss.mean()
-        coords = torch.stack(torch.meshgrid(*cut.coords, indexing="ij"), dim=-1)  # (s, s, 2)
-        pc = torch.as_tensor(cut.meta["point_coords"]).to(coords)
-        directions = torch.nn.functional.normalize(pc[1:] - pc[0], dim=1)  # optima from origin
-        rel = torch.nn.functional.normalize(coords - pc[0], dim=-1)
-        alignment = (rel @ directions.T).abs().max(dim=-1).values  # |cos| to nearest optimum ray
-        cos = float(torch.nn.functional.cosine_similarity(theta[0], theta[1], dim=0))
-        angles.append(math.degrees(math.acos(max(-1.0, min(1.0, cos)))))
-        fractions.append(float(low.float().mean()))
-        alignments.append(float(alignment[low].mean()) if low.any() else float("nan"))
-        out_arrays[f"epoch{epoch}/loss"] = cut.loss.cpu().numpy()
-        out_arrays[f"epoch{epoch}/coords0"] = cut.coords[0].cpu().numpy()
-        out_arrays[f"epoch{epoch}/coords1"] = cut.coords[1].cpu().numpy()
+    for epoch in epochs_to_index:
+        result = results[f"epoch{epoch}"]
+        norms.append(result.scalars["weight_norm"])
+        angles.append(result.scalars["angle_deg"])
+        fractions.append(result.scalars["low_loss_fraction"])
+        alignments.append(result.scalars["radial_alignment"])
+        for name in ("loss", "coords0", "coords1"):
+            out_arrays[f"epoch{epoch}/{name}"] = result.arrays[name]
+        pc = result.arrays["point_coords"]
         marks = {
             name: (float(pc[i, 0]), float(pc[i, 1]))
             for i, name in enumerate(["origin", "θ1", "θ2"])
         }
+        last_cut = _stored_cut(result)
         figures[f"cut_epoch{epoch:03d}.png"] = figure_to_png(
-            plot_contour(cut, marks=marks, log=True, title=f"Cut through the origin, epoch {epoch}")
+            plot_contour(
+                last_cut, marks=marks, log=True, title=f"Cut through the origin, epoch {epoch}"
+            )
         )
-        last_cut = cut
     figures["cut_final_3d.html"] = plotly_to_html(plot_surface_3d(last_cut, log=True))
-    epochs = sorted(available)
+    epochs = list(epochs_to_index)
     figures["weight_norm.png"] = figure_to_png(plot_norm_growth(epochs, norms))
     measured = {
         "epochs": epochs,

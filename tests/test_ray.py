@@ -43,7 +43,13 @@ def ray_instance() -> Iterator[Any]:
     # Ray pickles functions of importable modules by reference; ours live in ``tests`` which
     # its workers may not have on their path, so ship them by value.
     ray.cloudpickle.register_pickle_by_value(_ray_units)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+        object_store_memory=128 * 2**20,  # small: CI containers often have a tiny /dev/shm
+    )
     yield ray
     ray.shutdown()
 
@@ -223,3 +229,24 @@ def _kill_session(session: int) -> None:
                 os.kill(int(entry.name), signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             continue
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--ray-address", "127.0.0.1:9"], "cannot reach Ray at 127.0.0.1:9"),
+        (["--ray-address", "no-port"], "is not host:port"),
+        (["--executor", "dask"], "invalid config: execution.executor"),
+    ],
+)
+def test_bad_executor_options_fail_in_one_line_before_any_store(
+    tmp_path: Path, flags: list[str], message: str
+) -> None:
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "lossatlas", "train", "--out", str(out), "--preset", "smoke"]
+    result = subprocess.run([*cmd, *flags], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()

@@ -181,14 +181,20 @@ def get_executor(name: str = "local", **options: Any) -> Executor:
 
 
 def executor_for(config: Config | ExecutionConfig, *, progress: bool | None = None) -> Executor:
-    """The executor a config's ``execution`` section asks for."""
+    """The executor a config's ``execution`` section asks for, connected and ready.
+
+    Call it before creating a store, so that an unreachable cluster leaves nothing behind.
+    """
     execution = config.execution if isinstance(config, Config) else config
     if execution.executor == "ray":
-        return get_executor(
+        executor = get_executor(
             "ray",
             address=execution.ray_address,
             max_retries=execution.max_retries,
             cpus_per_unit=execution.cpus_per_unit,
             progress=progress,
         )
+        # Join the cluster now: a bad address or a missing extra fails before any work.
+        executor.connect()  # type: ignore[attr-defined]
+        return executor
     return get_executor(execution.executor, progress=progress)

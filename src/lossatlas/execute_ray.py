@@ -21,6 +21,7 @@ the CLI reports it in one line exactly as the local executor would.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,10 +88,17 @@ class RayExecutor:
         where = self.address or "local instance"
         return f"RayExecutor({where}, max_retries={self.max_retries})"
 
-    def _connect(self) -> Any:
+    def connect(self) -> Any:
+        """Join (or start) the Ray instance now; returns the ``ray`` module.
+
+        Called by :func:`~lossatlas.execute.executor_for`, so that a bad address fails in one
+        line before any store is created, rather than after the first stage has begun.
+        """
         ray = _import_ray()
         if ray.is_initialized():
             return ray
+        if self.address not in (None, "auto", "local"):
+            _check_reachable(self.address)
         options: dict[str, Any] = {
             "address": self.address,
             "logging_level": logging.ERROR,
@@ -111,7 +119,7 @@ class RayExecutor:
         """Run ``units`` as Ray tasks; results come back in input order."""
         if not units:
             return []
-        ray = self._connect()
+        ray = self.connect()
         threads = max(1, int(self.cpus_per_unit))
         task = ray.remote(_run_on_worker)
         refs = [
@@ -157,6 +165,22 @@ class RayExecutor:
                 f"unit '{unit.id}' was lost on Ray after its retries ({first}); "
                 "re-run the same command to resume"
             ) from exc
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on an address nothing listens on: ``ray.init`` would retry for minutes."""
+    host_port = address.removeprefix("ray://").rsplit("/", 1)[0]
+    host, sep, port = host_port.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"Ray address '{address}' is not host:port, ray://host:port or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ExecutionError(
+            f"cannot reach Ray at {address} ({reason}); is the cluster up?"
+        ) from exc
 
 
 def _cancel(ray: Any, refs: list[Any]) -> None:

@@ -114,6 +114,7 @@ def train_stage(
     # never leaves an empty store behind.
     dataset = run_dataset(config)
     model = template_model(config, dataset)
+    executor = executor or executor_for(config)  # an unreachable cluster fails here too
     # The store's root fingerprint is that of the run's main config; a side population (e.g.
     # one network of a study, with its own label noise or weight decay) lives in a store made
     # for another config, so only its own group's fingerprint guards it.
@@ -151,7 +152,7 @@ def train_stage(
         )
         for start in range(0, members, per_unit)
     ]
-    ran = run_units(executor or executor_for(config), store, group, units, description="train")
+    ran = run_units(executor, store, group, units, description="train")
     seconds = time.perf_counter() - started
     if ran:
         store.record_timing(group, "train", seconds)

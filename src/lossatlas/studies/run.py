@@ -74,13 +74,13 @@ def run_all(config: RunConfig, out: str | Path, *, console: Console | None = Non
     console = console or Console(stderr=True)
     # Bad data or an impossible model fail here, before a store is created or touched.
     template_model(config, run_dataset(config))
+    executor = executor_for(config)  # so does an unreachable cluster or a missing Ray
     store = open_store(out, config)  # refuses a store of another config before any work
     steps = list(WEDGE_STEPS) if config.wedges.enabled else []
-    horoi = _horoi_runner(config, out, executor_for(config))
+    horoi = _horoi_runner(config, out, executor)
     if horoi is not None:
         steps.append("horoi")
     log = _StepLog(console, steps)
-    executor = executor_for(config)
     if config.execution.executor != "local":
         console.print(f"units of work run on {executor!r}", highlight=False)
     ran: list[str] = []

@@ -3,16 +3,20 @@
 Setup (issue 7): the real unit of the train stage (``train_unit``: a group of MLP members of the
 quick preset trained for a few epochs and written to the store, then its marker). The same units
 run on ``LocalExecutor`` (the anchor: in this process, one after another) and on
-``RayExecutor`` against a local Ray instance with as many CPUs as the unit uses
-(``num_cpus = cpus_per_unit = 2``), so Ray also runs one unit at a time with the same two torch
-threads and the difference is pure executor cost: pickling the unit, scheduling the task,
-reopening the store and the dataset in the worker, and returning the result.
+``RayExecutor`` against a local Ray instance with as many CPUs as one unit uses
+(``num_cpus = cpus_per_unit = --threads``, default 1), so Ray also runs one unit at a time
+with the same torch thread count, and the difference is the executor's cost: pickling the unit,
+scheduling the task, reopening the store and the dataset in the worker, returning the result.
+One thread by default leaves the second core to Ray's own processes (raylet, the driver's
+polling): with two threads per unit on two cores, any background work stalls torch's thread
+pool and the comparison measures contention, not the executor. The two executors alternate
+within each repeat, so drift in machine load hits both.
 
 Goal: at the default unit size (``train.members_per_unit``) the overhead stays under 10% of the
 unit's work. Ray's start-up (``ray.init`` and each worker's first imports) is a one-off cost per
 run and is reported separately; a warm-up unit is run on both executors before timing.
 
-    python benchmarks/ray_overhead.py [--units 6] [--sizes 1 4 16] [--epochs 3]
+    python benchmarks/ray_overhead.py [--units 5] [--sizes 1 4 16] [--epochs 3] [--threads 1]
 
 Prints, per unit size: the median seconds per unit on each executor, the overhead per unit and
 the overhead as a share of the unit's local time. Also prints the overhead of an empty unit.
@@ -29,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import ray
+import torch
 
 from lossatlas.config import load_config
 from lossatlas.execute import Executor, LocalExecutor, Unit, run_units
@@ -38,7 +43,6 @@ from lossatlas.store import AtlasStore
 from lossatlas.studies.config import RunConfig
 
 GOAL = 0.10
-CPUS = 2
 
 
 def noop(value: int) -> int:
@@ -78,8 +82,15 @@ def time_noop(executor: Executor, units: int, folder: Path) -> float:
     return (time.perf_counter() - started) / units
 
 
-def median_of(repeats: int, measure: Callable[[], float]) -> float:
-    return statistics.median(measure() for _ in range(repeats))
+def alternate(
+    repeats: int, first: Callable[[], float], second: Callable[[], float]
+) -> tuple[float, float]:
+    """Medians of ``first`` and ``second``, measured turn about ``repeats`` times."""
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(first())
+        b.append(second())
+    return statistics.median(a), statistics.median(b)
 
 
 def main() -> None:
@@ -87,22 +98,30 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=5, help="timed units per measurement")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per unit")
     args = parser.parse_args()
 
+    torch.set_num_threads(args.threads)  # the local executor runs units in this process
     started = time.perf_counter()
-    ray.init(num_cpus=CPUS, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(
+        num_cpus=args.threads, include_dashboard=False, log_to_driver=False, logging_level="ERROR"
+    )
     print(f"ray.init: {time.perf_counter() - started:.2f} s (once per run)")
+    print(f"{args.threads} torch thread(s) per unit, one unit at a time on both executors")
     local = LocalExecutor(progress=False)
-    remote = RayExecutor(cpus_per_unit=CPUS, progress=False)
+    remote = RayExecutor(cpus_per_unit=args.threads, progress=False)
     started = time.perf_counter()
     remote.map([Unit("cold", noop, (0,))])
     print(f"first task (a worker process starts): {time.perf_counter() - started:.2f} s (once)")
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        empty_local = median_of(args.repeats, lambda: time_noop(local, 20, folder / "a"))
-        empty_ray = median_of(args.repeats, lambda: time_noop(remote, 20, folder / "b"))
+        empty_local, empty_ray = alternate(
+            args.repeats,
+            lambda: time_noop(local, 20, folder / "a"),
+            lambda: time_noop(remote, 20, folder / "b"),
+        )
         print(
             f"empty unit (store open + marker): local {empty_local * 1e3:.1f} ms, "
             f"ray {empty_ray * 1e3:.1f} ms, overhead {(empty_ray - empty_local) * 1e3:.1f} ms"
@@ -112,12 +131,9 @@ def main() -> None:
         default = load_config("quick", schema=RunConfig).train.members_per_unit
         verdict = None
         for size in args.sizes:
-            t_local = median_of(
+            t_local, t_ray = alternate(
                 args.repeats,
                 lambda size=size: time_train(local, size, args.units, args.epochs, folder / "l"),
-            )
-            t_ray = median_of(
-                args.repeats,
                 lambda size=size: time_train(remote, size, args.units, args.epochs, folder / "r"),
             )
             overhead = t_ray - t_local

@@ -327,6 +327,13 @@ class SurfaceOptions(StrictModel):
     bn_recompute: bool = Field(
         False, description="recompute BatchNorm statistics at every point on the train inputs"
     )
+    row_chunks: int = Field(
+        4,
+        ge=1,
+        description="units of work the grid is split into, by rows of its first axis (at most "
+        "one per row); says where the work runs, not what it computes, so it may change "
+        "between runs of one probe",
+    )
 
 
 class CurvatureOptions(StrictModel):

@@ -5,7 +5,9 @@ subspace of weight space, in one batched engine (``_grid.SubspaceEvaluator``):
 
 * :func:`surface` - a 1-D line, 2-D plane (or N-D grid) around a center along random
   (Gaussian or Li et al.'s filter-normalised) or given directions (PCA of a trajectory,
-  Hessian eigenvectors, ...). Returns a :class:`Surface`.
+  Hessian eigenvectors, ...). Returns a :class:`Surface`. Its ``rows`` argument evaluates one
+  block of rows of the grid, so a big grid can be split into independent units of work;
+  :func:`surface_directions` draws the directions it uses, once, for all of them.
 * :func:`plane_through` / :func:`surface_through` - the plane spanned by three points (e.g. the
   origin and two optima for the cuts of paper A2, or init + two optima).
 * :func:`simplex_grid` / :func:`evaluate_simplex` / :func:`dirichlet_samples` - barycentric
@@ -81,6 +83,7 @@ __all__ = [
     "simplex_grid",
     "simplex_weights",
     "surface",
+    "surface_directions",
     "surface_through",
 ]
 
@@ -338,6 +341,7 @@ def surface(
     kind: str | None = None,
     strategy: Strategy = "auto",
     shortcut: bool = True,
+    rows: tuple[int, int] | None = None,
 ) -> Surface:
     """Loss and accuracy on a line, plane or N-D grid around ``center``.
 
@@ -361,33 +365,24 @@ def surface(
         kind: label for the result (default ``directions`` if a string, else ``"given"``).
         strategy: ``"auto"``, ``"loop"`` or ``"vmap"`` (see :func:`~lossatlas.evaluate_points`).
         shortcut: use the first-layer shortcut when it applies.
+        rows: ``(start, stop)``: evaluate only rows ``start:stop`` of the grid's first axis
+            (for a line, points ``start:stop``); ``coords[0]`` then holds those rows of the
+            full grid's coordinates and ``meta["rows"]`` says which. Blocks of rows evaluated
+            apart (with the same directions, e.g. from :func:`surface_directions`) and stacked
+            along the first axis give the full surface. Default: every row.
 
     Returns:
-        A :class:`Surface` with ``loss`` of shape ``(steps,) * n_axes``.
+        A :class:`Surface` with ``loss`` of shape ``(steps,) * n_axes`` (the first axis cut to
+        ``stop - start`` with ``rows``).
     """
     setup = _setup(model, data, split, center)
-    space = setup.space
     if center is None:
-        center = space.flatten().to(device=setup.device, dtype=setup.dtype)
+        center = setup.space.flatten().to(device=setup.device, dtype=setup.dtype)
     center = center.detach()
-    space._check(center, batched=False)
-    if isinstance(directions, str):
-        if directions not in ("filter", "gaussian"):
-            raise ValueError(
-                f"unknown directions '{directions}' (use 'filter', 'gaussian' or a tensor)"
-            )
-        count = 2 if dims is None else int(dims)
-        if count < 1:
-            raise ValueError(f"dims must be at least 1, got {dims}")
-        generator = make_generator(seed, "surface", "directions")
-        dirs = space.random_direction(generator, kind="gaussian", center=center, count=count)
-        if directions == "filter":
-            dirs = space.filter_normalize(dirs, center)
-        label = kind or directions
-    else:
-        dirs = _as_rows(directions, space.dim, "directions").to(center)
-        label = kind or "given"
+    dirs, label = surface_directions(setup.space, center, directions, dims=dims, seed=seed)
     coords = _grid_coords(_axis_ranges(span, dirs.shape[0]), steps, center.dtype, center.device)
+    if rows is not None:
+        coords = (_row_block(coords[0], rows), *coords[1:])
     evaluator = _evaluator(
         model,
         setup,
@@ -407,7 +402,71 @@ def surface(
         "n_samples": int(setup.x.shape[0]),
         **evaluator.info.as_meta(),
     }
-    return Surface(coords, loss.reshape(shape), acc.reshape(shape), center, dirs, label, meta)
+    if rows is not None:
+        meta["rows"] = [int(rows[0]), int(rows[1])]
+    return Surface(
+        coords, loss.reshape(shape), acc.reshape(shape), center, dirs, kind or label, meta
+    )
+
+
+def surface_directions(
+    model: nn.Module | ParamSpace,
+    center: Tensor,
+    directions: str | Tensor = "filter",
+    *,
+    dims: int | None = None,
+    seed: int = 0,
+) -> tuple[Tensor, str]:
+    """The directions :func:`surface` spans its grid with, and their default label.
+
+    Draw them once and pass them to several :func:`surface` calls (e.g. one per block of
+    ``rows``) to evaluate parts of one grid apart: ``surface(..., directions=dirs)`` with the
+    same ``center`` gives exactly the grid that ``surface(..., directions="filter", seed=s)``
+    would.
+
+    Args:
+        model: the module (or its :class:`~lossatlas.params.ParamSpace`).
+        center: ``(D,)`` the grid's origin; random directions come in its dtype and device
+            and filter normalisation is relative to it.
+        directions: ``"filter"``, ``"gaussian"`` or a ``(n, D)`` (or ``(D,)``) tensor, as for
+            :func:`surface`.
+        dims: number of random directions (default 2); ignored for given directions.
+        seed: seed of the random directions (drawn on the CPU from
+            ``make_generator(seed, "surface", "directions")``).
+
+    Returns:
+        ``(dirs (n_axes, D), label)``: ``label`` is ``directions`` for random ones, else
+        ``"given"``.
+    """
+    space = model if isinstance(model, ParamSpace) else ParamSpace(model)
+    center = center.detach()
+    space._check(center, batched=False)
+    if not isinstance(directions, str):
+        return _as_rows(directions, space.dim, "directions").to(center), "given"
+    if directions not in ("filter", "gaussian"):
+        raise ValueError(
+            f"unknown directions '{directions}' (use 'filter', 'gaussian' or a tensor)"
+        )
+    count = 2 if dims is None else int(dims)
+    if count < 1:
+        raise ValueError(f"dims must be at least 1, got {dims}")
+    generator = make_generator(seed, "surface", "directions")
+    dirs = space.random_direction(generator, kind="gaussian", center=center, count=count)
+    if directions == "filter":
+        dirs = space.filter_normalize(dirs, center)
+    return dirs, directions
+
+
+def _row_block(first: Tensor, rows: tuple[int, int]) -> Tensor:
+    """Rows ``start:stop`` of the first axis' coordinates, checked against its length."""
+    start, stop = (int(r) for r in rows)
+    if not 0 <= start < stop <= first.shape[0]:
+        raise ValueError(
+            f"rows must be (start, stop) with 0 <= start < stop <= {first.shape[0]}, got {rows!r}"
+        )
+    # A slice of the full grid's coordinates (not a grid of its own between the block's ends),
+    # so blocks put side by side give the full grid's coordinates bit for bit.
+    return first[start:stop]
 
 
 def pca_directions(trajectory: Tensor, k: int = 2, center: Tensor | None = None) -> Tensor:

@@ -143,6 +143,6 @@ def _compute_and_write(
     started = time.perf_counter()
     output = compute(*args)
     store = AtlasStore.open(out, create=False)
-    store.ensure_group(group)  # a part's own group; nobody else writes it
+    store.ensure_group(group, units=False)  # a part's own group; nobody else writes it
     write_output(store, group, output)
     store.record_timing(group, "compute", time.perf_counter() - started)

@@ -12,7 +12,7 @@ from lossatlas.plots import figure_to_png
 from lossatlas.plots.width import plot_width_distribution, plot_width_vs_norm
 from lossatlas.probes.width import tunnel_width, width_over_snapshots
 from lossatlas.stages.output import StageOutput
-from lossatlas.stages.probes import ProbeRequest, run_probe
+from lossatlas.stages.probes import ProbeJobs, ProbeRequest, run_probe
 from lossatlas.stages.target import Target
 from lossatlas.stages.train import TRAIN_GROUP
 from lossatlas.store import AtlasStore
@@ -33,8 +33,12 @@ def _width_kwargs(options: WidthOptions) -> dict[str, Any]:
     }
 
 
-def compute_width(target: Target, options: WidthOptions) -> StageOutput:
-    """Width at ``target.params``; with ``options.snapshots`` also along its training run."""
+def compute_width(target: Target, options: WidthOptions, jobs: ProbeJobs) -> StageOutput:
+    """Width at ``target.params``; with ``options.snapshots`` also along its training run.
+
+    ``jobs`` is unused: all directions are bracketed and bisected together as one batch, so
+    there is nothing independent to fan out.
+    """
     width = tunnel_width(
         target.model,
         target.dataset,

@@ -34,7 +34,12 @@ USER_ERROR = 2
 # ----------------------------------------------------------------------------- shared options
 
 OutOption = Annotated[
-    Path, typer.Option("--out", "-o", help="Output folder; the store is OUT/atlas.zarr.")
+    str,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Output folder, or an fsspec URL (s3://bucket/prefix); the store is OUT/atlas.zarr.",
+    ),
 ]
 PresetOption = Annotated[str, typer.Option(help="Preset name (smoke, quick, ...).")]
 ConfigOption = Annotated[
@@ -47,6 +52,28 @@ OverridesArg = Annotated[
     ),
 ]
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+ExecutorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--executor",
+        help="Where units of work run: local (this process) or ray (needs lossatlas[ray]). "
+        "Default: the config's execution.executor (local).",
+    ),
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="Ray cluster to join ('auto', 'ray://head:10001'); default: a local instance.",
+    ),
+]
+
+
+def _execution_flags(executor: str | None, ray_address: str | None) -> dict[str, Any]:
+    """The config overrides of --executor and --ray-address (an address implies ray)."""
+    if ray_address is not None and executor is None:
+        executor = "ray"
+    return {"execution.executor": executor, "execution.ray_address": ray_address}
 
 
 def _guarded(debug: bool, action: Callable[[], T]) -> T:
@@ -84,7 +111,7 @@ def _resolve_config(
 
 @app.command()
 def train(
-    out: OutOption = Path("out/atlas"),
+    out: OutOption = "out/atlas",
     preset: PresetOption = "quick",
     config: ConfigOption = None,
     members: Annotated[int | None, typer.Option(help="Population size K.")] = None,
@@ -100,6 +127,8 @@ def train(
     lr: Annotated[float | None, typer.Option(help="Base learning rate.")] = None,
     seed: Annotated[int | None, typer.Option(help="Root seed.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    executor: ExecutorOption = None,
+    ray_address: RayAddressOption = None,
     overrides: OverridesArg = None,
     debug: DebugOption = False,
 ) -> None:
@@ -116,6 +145,7 @@ def train(
             "train.lr": lr,
             "seed": seed,
             "device": device,
+            **_execution_flags(executor, ray_address),
         }
         cfg = _resolve_config(preset, config, overrides, flags)
         summary = train_stage(cfg, out)
@@ -160,7 +190,7 @@ def _print_train_summary(summary: Any) -> None:
 
 @app.command()
 def show(
-    out: Annotated[Path, typer.Argument(help="Output folder holding atlas.zarr.")],
+    out: Annotated[str, typer.Argument(help="Output folder (or URL) holding atlas.zarr.")],
     debug: DebugOption = False,
 ) -> None:
     """List what the atlas store in OUT holds."""
@@ -186,8 +216,22 @@ CheckpointOption = Annotated[
 NameOption = Annotated[str, typer.Option(help="Name of this probe run inside the store.")]
 
 
+def _probe_executor(executor: str | None, ray_address: str | None) -> Any:
+    """The executor a probe command's --executor/--ray-address ask for (default: local)."""
+    from lossatlas.config import ExecutionConfig
+    from lossatlas.execute import executor_for
+
+    flags = _execution_flags(executor, ray_address)
+    execution = _validated(
+        ExecutionConfig,
+        executor=flags["execution.executor"] or "local",
+        ray_address=flags["execution.ray_address"],
+    )
+    return executor_for(execution)
+
+
 def _probe_request(
-    out: Path,
+    out: str | Path,
     member: int,
     checkpoint: Path | None,
     preset: str,
@@ -205,7 +249,7 @@ def _probe_request(
     return ProbeRequest(out=out, member=member, checkpoint=checkpoint, config=cfg)
 
 
-def _print_probe(out: Path, group: str, ran: bool) -> None:
+def _print_probe(out: str | Path, group: str, ran: bool) -> None:
     from lossatlas.store import AtlasStore
 
     store = AtlasStore.open(out, read_only=True)
@@ -220,7 +264,7 @@ def _print_probe(out: Path, group: str, ran: bool) -> None:
 
 @app.command()
 def width(
-    out: OutOption = Path("out/atlas"),
+    out: OutOption = "out/atlas",
     member: MemberOption = 0,
     checkpoint: CheckpointOption = None,
     preset: PresetOption = "quick",
@@ -278,7 +322,7 @@ def _validated(model: Any, **values: Any) -> Any:
 
 @app.command()
 def surface(
-    out: OutOption = Path("out/atlas"),
+    out: OutOption = "out/atlas",
     member: MemberOption = 0,
     checkpoint: CheckpointOption = None,
     preset: PresetOption = "quick",
@@ -292,7 +336,12 @@ def surface(
     bn_recompute: Annotated[
         bool, typer.Option(help="Recompute BatchNorm statistics at every point.")
     ] = False,
+    row_chunks: Annotated[
+        int, typer.Option(help="Grid rows are split into this many units of work.")
+    ] = 4,
     name: NameOption = "default",
+    executor: ExecutorOption = None,
+    ray_address: RayAddressOption = None,
     overrides: OverridesArg = None,
     debug: DebugOption = False,
 ) -> None:
@@ -310,9 +359,12 @@ def surface(
             split=split,
             seed=seed,
             bn_recompute=bn_recompute,
+            row_chunks=row_chunks,
         )
         request = _probe_request(out, member, checkpoint, preset, config, overrides)
-        group, ran = surface_stage(request, options, name)
+        group, ran = surface_stage(
+            request, options, name, executor=_probe_executor(executor, ray_address)
+        )
         _print_probe(out, group, ran)
 
     _guarded(debug, action)
@@ -320,7 +372,7 @@ def surface(
 
 @app.command()
 def curvature(
-    out: OutOption = Path("out/atlas"),
+    out: OutOption = "out/atlas",
     member: MemberOption = 0,
     checkpoint: CheckpointOption = None,
     preset: PresetOption = "quick",
@@ -330,6 +382,8 @@ def curvature(
     samples: Annotated[int | None, typer.Option(help="Train samples (default: all).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the stochastic estimators.")] = 0,
     name: NameOption = "default",
+    executor: ExecutorOption = None,
+    ray_address: RayAddressOption = None,
     overrides: OverridesArg = None,
     debug: DebugOption = False,
 ) -> None:
@@ -340,21 +394,28 @@ def curvature(
     def action() -> None:
         options = _validated(CurvatureOptions, k=k, method=method, eval_samples=samples, seed=seed)
         request = _probe_request(out, member, checkpoint, preset, config, overrides)
-        group, ran = curvature_stage(request, options, name)
+        group, ran = curvature_stage(
+            request, options, name, executor=_probe_executor(executor, ray_address)
+        )
         _print_probe(out, group, ran)
 
     _guarded(debug, action)
 
 
 def _wedge_step(
-    step: str, out: Path, preset: str, config: Path | None, overrides: list[str] | None
+    step: str,
+    out: str | Path,
+    preset: str,
+    config: Path | None,
+    overrides: list[str] | None,
+    execution: dict[str, Any],
 ) -> None:
     """Train the base population if needed, then run one step of the wedge study."""
     from lossatlas.stages.output import run_once
     from lossatlas.stages.train import train_stage
     from lossatlas.studies.wedges import WEDGE_STEPS, step_fingerprint
 
-    cfg = _resolve_config(preset, config, overrides, {})
+    cfg = _resolve_config(preset, config, overrides, execution)
     train_stage(cfg, out)
     _, function = WEDGE_STEPS[step]
     ran = run_once(
@@ -368,7 +429,7 @@ def _wedge_step(
     _print_claims(out, f"wedges/{step}", ran)
 
 
-def _print_claims(out: Path, group: str, ran: bool) -> None:
+def _print_claims(out: str | Path, group: str, ran: bool) -> None:
     from lossatlas.store import AtlasStore
     from lossatlas.studies import load_claims
 
@@ -386,13 +447,16 @@ def _print_claims(out: Path, group: str, ran: bool) -> None:
 
 def _make_step_command(step: str, doc: str) -> None:
     def command(
-        out: OutOption = Path("out/atlas"),
+        out: OutOption = "out/atlas",
         preset: PresetOption = "quick",
         config: ConfigOption = None,
+        executor: ExecutorOption = None,
+        ray_address: RayAddressOption = None,
         overrides: OverridesArg = None,
         debug: DebugOption = False,
     ) -> None:
-        _guarded(debug, lambda: _wedge_step(step, out, preset, config, overrides))
+        execution = _execution_flags(executor, ray_address)
+        _guarded(debug, lambda: _wedge_step(step, out, preset, config, overrides, execution))
 
     command.__doc__ = doc
     app.command(name=step.replace("_", "-") if step != "radial_cuts" else "cuts")(command)
@@ -411,9 +475,11 @@ for _step, _doc in {
 
 @app.command()
 def run(
-    out: OutOption = Path("out/atlas"),
+    out: OutOption = "out/atlas",
     preset: PresetOption = "quick",
     config: ConfigOption = None,
+    executor: ExecutorOption = None,
+    ray_address: RayAddressOption = None,
     overrides: OverridesArg = None,
     debug: DebugOption = False,
 ) -> None:
@@ -421,7 +487,7 @@ def run(
     from lossatlas.studies.run import run_all
 
     def action() -> None:
-        cfg = _resolve_config(preset, config, overrides, {})
+        cfg = _resolve_config(preset, config, overrides, _execution_flags(executor, ray_address))
         result = run_all(cfg, out, console=err_console)
         console.print(f"summary: {result.summary}\nreport:  {result.report}", highlight=False)
         console.print(
@@ -435,7 +501,7 @@ def run(
 
 @app.command()
 def report(
-    out: Annotated[Path, typer.Argument(help="Output folder holding atlas.zarr.")],
+    out: Annotated[str, typer.Argument(help="Output folder (or URL) holding atlas.zarr.")],
     debug: DebugOption = False,
 ) -> None:
     """Re-render OUT/summary.json and OUT/report.html from the store (no recomputation)."""

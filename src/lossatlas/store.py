@@ -12,9 +12,12 @@ A unit of work is complete exactly when its marker exists and parses: the marker
 group whose ``zarr.json`` attributes hold ``"complete": true``. Callers write a unit's data first
 and its marker last, so a killed run never leaves a unit that looks done but is not.
 
-Every read and write goes through zarr's store API (``LocalStore`` today) rather than raw file
-IO, so the same code can later sit on an fsspec URL and be written by many workers at once: each
-worker writes its own chunks and its own marker, and no two workers share a file.
+Every read and write goes through zarr's store API rather than raw file IO: ``LocalStore`` for a
+folder (NFS included), ``FsspecStore`` for an fsspec URL (``s3://bucket/prefix``, ``gs://...``,
+``file:///shared/run``, ``memory://run`` in tests). Many workers can write one store at once:
+each writes its own chunks and its own marker, and no two workers share a file. For a URL,
+``out_dir`` and ``path`` stay URL strings (see :mod:`lossatlas.location`), so
+``AtlasStore.open(str(store.out_dir), create=False)`` in a worker reopens the same store.
 """
 
 from __future__ import annotations
@@ -35,12 +38,22 @@ from typing import Any, Literal
 
 import numpy as np
 import zarr
+from zarr.abc.store import Store
 from zarr.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.errors import ContainsGroupError
-from zarr.storage import LocalStore
+from zarr.storage import FsspecStore, LocalStore
 
 from lossatlas.errors import StoreError
+from lossatlas.location import (
+    Location,
+    as_location,
+    describe_error,
+    is_url,
+    join_location,
+    storage_options,
+    url_filesystem,
+)
 
 __all__ = ["AtlasStore"]
 
@@ -237,12 +250,13 @@ class AtlasStore:
     """A lossatlas zarr v3 store at ``OUT/atlas.zarr``; see the module docstring for layout.
 
     Use :meth:`open` rather than the constructor. Node names are ``/``-separated paths relative
-    to the root (``""`` is the root itself).
+    to the root (``""`` is the root itself). ``out_dir`` and ``path`` are ``Path`` objects for a
+    folder and URL strings for a URL; ``str(out_dir)`` reopens the store in any process.
     """
 
-    def __init__(self, out_dir: Path, zstore: LocalStore, *, read_only: bool) -> None:
-        self.out_dir = out_dir
-        self.path = out_dir / STORE_NAME
+    def __init__(self, out_dir: Location, zstore: Store, *, read_only: bool) -> None:
+        self.out_dir: Location = out_dir
+        self.path: Location = join_location(out_dir, STORE_NAME)
         self.read_only = read_only
         self._store = zstore
 
@@ -268,10 +282,22 @@ class AtlasStore:
         decides) is compared with the recorded one; without a fingerprint the whole ``config``
         is compared. A mismatch raises :class:`StoreError`, and nothing is written.
         ``read_only`` opens an existing store for reading only (``lossatlas show``).
+
+        ``out_dir`` is a folder or an fsspec URL (``s3://bucket/prefix``, ``file:///shared/x``);
+        pass URLs as ``str``, never through ``Path``. Unknown protocols, missing backend
+        packages, missing credentials and unreachable storage raise a one-line
+        :class:`StoreError`.
         """
-        if "://" in str(out_dir):
-            raise StoreError(f"--out {out_dir}: remote stores are not supported yet; use a folder")
-        out = Path(out_dir).expanduser()
+        location = as_location(out_dir)
+        if is_url(location):
+            return cls._open_url(
+                str(location),
+                config=config,
+                fingerprint=fingerprint,
+                create=create,
+                read_only=read_only,
+            )
+        out = Path(location)
         path = out / STORE_NAME
         _check_location(out, path)
         exists = path.is_dir() and (path / _META).exists()
@@ -299,10 +325,81 @@ class AtlasStore:
         except OSError as exc:
             raise StoreError(f"cannot create {path}: {exc.strerror or exc}") from exc
         store = cls(out, LocalStore(path), read_only=False)
+        store._write_root(config, fingerprint)
+        return store
+
+    def _write_root(
+        self, config: dict[str, Any] | None, fingerprint: dict[str, Any] | None
+    ) -> None:
+        """Write the root group document of a new store: versions, config and fingerprint."""
         attrs: dict[str, Any] = {"lossatlas": _versions(), "config": _jsonable(config)}
         if fingerprint is not None:
             attrs["fingerprint"] = _jsonable(fingerprint)
-        zarr.create_group(store._store, attributes=attrs)
+        zarr.create_group(self._store, attributes=attrs)
+
+    @classmethod
+    def _open_url(
+        cls,
+        url: str,
+        *,
+        config: dict[str, Any] | None,
+        fingerprint: dict[str, Any] | None,
+        create: bool,
+        read_only: bool,
+    ) -> AtlasStore:
+        """:meth:`open` for an fsspec URL: the same checks, through the URL's filesystem.
+
+        Unlike a folder, a URL cannot be checked for writability without writing, so a store
+        that is readable but not writable fails at its first write instead of here.
+        """
+        store_url = str(join_location(url, STORE_NAME))
+        fs, out_path = url_filesystem(url)
+        store_path = f"{out_path.rstrip('/')}/{STORE_NAME}"
+        # The first contact doubles as the reachability check: reading the root document
+        # surfaces missing credentials or an unreachable host as its own error, where
+        # exists()/isfile() would swallow them and report "no store" instead.
+        try:
+            try:
+                fs.cat_file(f"{store_path}/{_META}")
+                exists = True
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                exists = False
+            if not exists:
+                if fs.isfile(out_path):
+                    raise StoreError(f"--out {url} is a file, not a folder")
+                if fs.isfile(store_path):
+                    raise StoreError(
+                        f"{store_url} is a file, not a zarr store folder; use a new --out"
+                    )
+            # Never adopt (and later overwrite) a folder we did not make.
+            foreign = not exists and fs.isdir(store_path) and bool(fs.ls(store_path))
+        except StoreError:
+            raise
+        except Exception as exc:
+            # Backends raise their own types (botocore's NoCredentialsError, aiohttp's
+            # ClientConnectorError, PermissionError, ...): all mean "cannot use this --out".
+            raise StoreError(f"cannot reach {url}: {describe_error(exc)}") from exc
+        if not exists and (read_only or not create):
+            raise StoreError(f"no atlas store in {url} (expected {store_url})")
+        if foreign:
+            raise StoreError(f"{store_url} exists but is not a zarr store; use a new --out")
+        try:
+            zstore = FsspecStore.from_url(
+                store_url, storage_options=storage_options(url), read_only=read_only
+            )
+        except Exception as exc:
+            raise StoreError(f"cannot open {store_url}: {describe_error(exc)}") from exc
+        store = cls(url, zstore, read_only=read_only)
+        try:
+            if exists:
+                store._check_root(config, fingerprint)
+            else:
+                store._write_root(config, fingerprint)
+        except StoreError:
+            raise
+        except Exception as exc:
+            verb = "read" if exists else "create"
+            raise StoreError(f"cannot {verb} {store_url}: {describe_error(exc)}") from exc
         return store
 
     def _check_root(
@@ -350,8 +447,10 @@ class AtlasStore:
         return None if buffer is None else buffer.to_bytes()
 
     def _set_bytes(self, key: str, data: bytes) -> None:
-        # LocalStore (zarr >= 3.1.3) writes a temp file and renames it into place, so the key
-        # appears whole or not at all.
+        # LocalStore (zarr >= 3.1.3) writes a temp file and renames it into place, and an object
+        # store's PUT is whole or nothing, so the key appears whole or not at all. (fsspec's
+        # file:// and some other backends write in place; readers of markers and metadata
+        # therefore also treat an unparseable document as absent.)
         sync(self._store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
 
     def _list_dir(self, prefix: str) -> list[str]:
@@ -398,11 +497,14 @@ class AtlasStore:
         *,
         attrs: dict[str, Any] | None = None,
         fingerprint: dict[str, Any] | None = None,
+        units: bool = True,
     ) -> zarr.Group:
         """Create group ``name`` (parents too) or reopen it for resuming.
 
         If it exists and was made with a different ``fingerprint``, raise :class:`StoreError`
-        before writing anything; otherwise merge ``attrs`` into its attributes.
+        before writing anything; otherwise merge ``attrs`` into its attributes. ``units``
+        also creates its ``_units`` marker group (not wanted for a group that only holds one
+        unit's output).
         """
         name = _check_name(name)
         kind = self._kind(name)
@@ -425,7 +527,8 @@ class AtlasStore:
             if any(current.get(k) != v for k, v in updates.items()):
                 self._set_attrs(name, updates)
             group = zarr.open_group(self._store, path=name, mode="r+")
-        self._ensure_units_group(name)
+        if units:
+            self._ensure_units_group(name)
         return group
 
     def _ensure_units_group(self, group: str) -> None:
@@ -551,8 +654,9 @@ class AtlasStore:
         """Write the completion marker of ``unit_id``; call it only after all its data is written.
 
         The marker is a zarr group document written in one ``store.set``: on ``LocalStore`` that
-        is a temp file renamed into place, so it is either absent or whole. Readers also require
-        it to parse and say ``complete: true``, so even a torn write reads as "not done".
+        is a temp file renamed into place and on an object store one PUT, so it is either absent
+        or whole. Readers also require it to parse and say ``complete: true``, so even a torn
+        write (possible through fsspec's ``file://``) reads as "not done".
         """
         key = self._marker_key(group, unit_id)
         self._ensure_units_group(_check_name(group))

@@ -18,11 +18,8 @@ time), so rendering the same store twice gives the same bytes.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -36,6 +33,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 from lossatlas.errors import StoreError
+from lossatlas.location import Location, as_location, join_location, location_name, write_bytes
 from lossatlas.store import AtlasStore
 from lossatlas.studies.claims import CLAIMS_GROUP, Claim, load_claims
 
@@ -1025,34 +1023,21 @@ def render_html(sections: Iterable[Section], *, title: str) -> str:
     )
 
 
-def build_report(out: str | Path, *, path: Path | None = None, title: str | None = None) -> Path:
-    """Render ``OUT/atlas.zarr`` to ``OUT/report.html`` (or ``path``) and return the path.
+def build_report(
+    out: str | Path, *, path: str | Path | None = None, title: str | None = None
+) -> Location:
+    """Render ``OUT/atlas.zarr`` to ``OUT/report.html`` (or ``path``) and return where it went.
 
-    The store is opened read-only and nothing is recomputed. The file is written to a temporary
-    file beside it and renamed into place, so a reader never sees half a report.
-    Raises :class:`~lossatlas.errors.StoreError` (one line) when there is no store or the
-    report cannot be written.
+    ``out`` (and ``path``) may be a folder or an fsspec URL; the result is a ``Path`` for a
+    folder and the URL string for a URL. The store is opened read-only and nothing is
+    recomputed. A local (or ``file://``) report is written to a temporary file beside it and
+    renamed into place, and an object store receives it in one PUT, so a reader never sees half
+    a report. Raises :class:`~lossatlas.errors.StoreError` (one line) when there is no store or
+    the report cannot be written.
     """
     store = AtlasStore.open(out, read_only=True)
-    target = Path(path) if path is not None else store.out_dir / REPORT_NAME
-    title = title or f"lossatlas report: {store.out_dir.name or store.out_dir}"
+    target = join_location(store.out_dir, REPORT_NAME) if path is None else as_location(path)
+    title = title or f"lossatlas report: {location_name(store.out_dir)}"
     html = render_html(report_sections(store), title=title)
-    _write_atomic(target, html.encode("utf-8"))
+    write_bytes(target, html.encode("utf-8"))
     return target
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    except OSError as exc:
-        raise StoreError(f"cannot write {target}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.chmod(partial, 0o644)  # mkstemp makes it private; a report is meant to be shared
-        os.replace(partial, target)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(partial)
-        raise StoreError(f"cannot write {target}: {exc.strerror or exc}") from exc

@@ -12,6 +12,7 @@ from lossatlas.checkpoint import load_checkpoint
 from lossatlas.config import CORE_SECTIONS, Config
 from lossatlas.data import Dataset
 from lossatlas.errors import StoreError
+from lossatlas.location import Location
 from lossatlas.params import ParamSpace
 from lossatlas.stages.train import TRAIN_GROUP, run_dataset, template_model
 from lossatlas.store import AtlasStore
@@ -40,7 +41,7 @@ class Target:
     buffers: dict[str, torch.Tensor]
     dataset: Dataset
     source: str
-    out: Path | None = None
+    out: Location | None = None
     member: int | None = None
 
     def load_into_model(self) -> nn.Module:

@@ -26,6 +26,7 @@ import torch
 from lossatlas.config import CORE_SECTIONS, RUNTIME_SECTIONS, Config, core_config
 from lossatlas.data import Dataset, load_dataset
 from lossatlas.execute import Executor, Unit, executor_for, run_units
+from lossatlas.location import Location, as_location
 from lossatlas.models import build_model
 from lossatlas.optim import HyperParams
 from lossatlas.params import ParamSpace
@@ -50,7 +51,7 @@ TRAIN_GROUP = "train"
 class TrainSummary:
     """What the train stage did, for the CLI to print."""
 
-    out: Path
+    out: Location
     members: int
     dim: int
     ran_units: list[str]
@@ -158,7 +159,7 @@ def train_stage(
         store.record_timing(group, "train", seconds)
     final = {name: store.read(f"{group}/history/{name}")[:, -1] for name in _metric_names(dataset)}
     return TrainSummary(
-        out=Path(out),
+        out=as_location(out),
         members=members,
         dim=dim,
         ran_units=ran,

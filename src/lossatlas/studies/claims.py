@@ -15,11 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from lossatlas.location import Location, as_location, is_url, join_location, write_bytes
 from lossatlas.store import AtlasStore
 
 __all__ = ["CLAIMS_GROUP", "Claim", "load_claims", "save_claims", "write_summary"]
 
 CLAIMS_GROUP = "claims"
+SUMMARY_NAME = "summary.json"
 
 
 @dataclass(frozen=True)
@@ -98,9 +100,13 @@ def load_claims(store: AtlasStore) -> list[Claim]:
     ]
 
 
-def write_summary(store: AtlasStore, path: Path | None = None) -> Path:
-    """Write ``OUT/summary.json`` from the claims in the store, atomically."""
-    path = path or store.out_dir / "summary.json"
+def write_summary(store: AtlasStore, path: str | Path | None = None) -> Location:
+    """Write ``OUT/summary.json`` (or ``path``) from the claims in the store, atomically.
+
+    Returns where it was written: a ``Path`` for a folder, the URL string when the out
+    location (or ``path``) is an fsspec URL.
+    """
+    target = join_location(store.out_dir, SUMMARY_NAME) if path is None else as_location(path)
     claims = load_claims(store)
     summary = {
         "lossatlas": store.attrs().get("lossatlas", {}),
@@ -113,8 +119,14 @@ def write_summary(store: AtlasStore, path: Path | None = None) -> Path:
         },
         "claims": [c.to_json() for c in claims],
     }
+    text = json.dumps(summary, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    if is_url(target):
+        # One whole-object write (or temp+rename for file://): never half a summary either.
+        write_bytes(target, text.encode("utf-8"))
+        return target
     # Write-then-rename: a reader (or a kill) never sees half a summary.
+    path = Path(target)
     partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(summary, indent=2, sort_keys=False, allow_nan=False) + "\n")
+    partial.write_text(text)
     partial.replace(path)
     return path

@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 
 from lossatlas.execute import Executor, executor_for
+from lossatlas.location import Location, as_location
 from lossatlas.stages.train import open_store, run_dataset, template_model
 from lossatlas.studies.claims import load_claims, write_summary
 from lossatlas.studies.config import RunConfig
@@ -34,9 +35,9 @@ _STEP_WEIGHTS = {
 class RunResult:
     """Where ``run`` wrote its outputs, and the claim counts."""
 
-    out: Path
-    summary: Path
-    report: Path
+    out: Location
+    summary: Location
+    report: Location
     counts: dict[str, int]
     seconds: float
     ran_steps: list[str]
@@ -70,7 +71,7 @@ class _StepLog:
 def run_all(config: RunConfig, out: str | Path, *, console: Console | None = None) -> RunResult:
     """Run every enabled study on ``config`` into ``OUT``; completed steps are skipped."""
     started = time.perf_counter()
-    out = Path(out)
+    out = as_location(out)
     console = console or Console(stderr=True)
     # Bad data or an impossible model fail here, before a store is created or touched.
     template_model(config, run_dataset(config))
@@ -110,7 +111,7 @@ def run_all(config: RunConfig, out: str | Path, *, console: Console | None = Non
     return RunResult(out, summary, report, counts, seconds, ran)
 
 
-def _horoi_runner(config: RunConfig, out: Path, executor: Executor) -> Any:
+def _horoi_runner(config: RunConfig, out: Location, executor: Executor) -> Any:
     """A thunk running the geometry & topology study, or None when it is disabled."""
     section = getattr(config, "horoi", None)
     if section is None or not section.enabled:

@@ -250,3 +250,54 @@ def test_bad_executor_options_fail_in_one_line_before_any_store(
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- probes and URLs
+
+
+def test_probe_jobs_on_ray_equal_local(ray_instance: Any, tmp_path: Path) -> None:
+    from lossatlas.config import CurvatureOptions, SurfaceOptions
+    from lossatlas.stages.curvature import curvature_stage
+    from lossatlas.stages.probes import ProbeRequest
+    from lossatlas.stages.surface import surface_stage
+
+    config = tiny_config("train.members=1")
+    results = {}
+    for name, executor in (("local", None), ("ray", RayExecutor(progress=False))):
+        out = tmp_path / name
+        train_stage(config, out)
+        request = ProbeRequest(out=out)
+        surface_group, _ = surface_stage(
+            request, SurfaceOptions(steps=7, row_chunks=3), executor=executor
+        )
+        curvature_group, _ = curvature_stage(
+            request,
+            CurvatureOptions(k=3, num_probes=2, lanczos_steps=8, trace_matvecs=6, eval_samples=64),
+            executor=executor,
+        )
+        store = AtlasStore.open(out, create=False)
+        results[name] = {
+            "loss": store.read(f"{surface_group}/loss"),
+            "eigenvalues": store.read(f"{curvature_group}/eigenvalues"),
+            "scalars": store.attrs(curvature_group)["result"],
+        }
+        # Three bands of rows and four curvature jobs, each a marked unit.
+        assert len(store.completed_units(f"{surface_group}/jobs")) == 3
+        assert len(store.completed_units(f"{curvature_group}/jobs")) == 4
+    np.testing.assert_allclose(results["ray"]["loss"], results["local"]["loss"], rtol=1e-6)
+    np.testing.assert_allclose(
+        results["ray"]["eigenvalues"], results["local"]["eigenvalues"], rtol=1e-6
+    )
+    assert_same_numbers(results["local"]["scalars"], results["ray"]["scalars"])
+
+
+def test_ray_workers_share_a_url_store(ray_instance: Any, tmp_path: Path) -> None:
+    config = tiny_config()
+    train_stage(config, tmp_path / "local")
+    url = (tmp_path / "remote").as_uri()  # file:///..., opened through zarr's FsspecStore
+    summary = train_stage(config, url, executor=RayExecutor(progress=False))
+    assert summary.out == url
+    local = AtlasStore.open(tmp_path / "local", create=False)
+    remote = AtlasStore.open(url, create=False)
+    assert remote.completed_units("train") == local.completed_units("train")
+    np.testing.assert_array_equal(remote.read("train/params"), local.read("train/params"))

@@ -23,25 +23,13 @@ import torch
 from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.registry import known_implementations
 
-import lossatlas.store
 from lossatlas.errors import StoreError
 from lossatlas.execute import LocalExecutor, Unit, run_units
 from lossatlas.location import as_location, is_url, join_location, location_name
 from lossatlas.report import build_report
 from lossatlas.store import AtlasStore
 from lossatlas.studies import Claim, save_claims, write_summary
-
-SRC = Path(lossatlas.store.__file__).resolve().parents[1]
-CONFIG = {"seed": 3, "data": {"name": "mnist1d", "seed": 0}, "model": {"name": "mlp"}}
-
-
-def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    """Every file under ``root`` with its size and mtime, to prove nothing was touched."""
-    return {
-        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+from tests.test_store import CONFIG, SRC, _snapshot
 
 
 @pytest.fixture

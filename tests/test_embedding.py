@@ -538,3 +538,23 @@ def test_embedding_modules_never_import_torch() -> None:
         }
         assert not any(name.split(".")[0] == "torch" for name in imported)
         assert "lossatlas.seeding" not in imported  # it imports torch
+
+
+def test_phate_warnings_are_silenced_even_when_phate_resets_the_level(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    import tasklogger
+
+    from lossatlas.analysis.embedding import _quiet_graphtools
+
+    def like_phate() -> int:
+        # PHATE sets the level from ``verbose`` inside fit_transform, then SGD-MDS warns.
+        tasklogger.set_level(1, logger="graphtools")
+        tasklogger.log_warning("SGD-MDS may not have converged", logger="graphtools")
+        tasklogger.log_error("a real error", logger="graphtools")
+        return 7
+
+    assert _quiet_graphtools(like_phate) == 7
+    printed = capfd.readouterr()
+    assert "may not have converged" not in printed.out + printed.err
+    assert "a real error" in printed.out + printed.err

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import logging
 import numbers
 import warnings
 from collections.abc import Mapping, Sequence
@@ -372,24 +373,28 @@ class OutOfCorePCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
 # --------------------------------------------------------------------------- PHATE
 
 
+class _BelowErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
 def _quiet_graphtools(function: Any, *args: Any) -> Any:
     """Call ``function`` with graphtools' task logger silenced below errors.
 
     PHATE's SGD-MDS reports "may not have converged" through that logger even with
     ``verbose=0``; in a batch run it is noise on the terminal (the stress check is PHATE's own
-    heuristic, and the embedding is returned regardless).
+    heuristic, and the embedding is returned regardless). A filter, not a level: PHATE resets
+    the logger's level from its ``verbose`` inside ``fit_transform``.
     """
-    import logging
-
     import tasklogger
 
     logger = tasklogger.get_tasklogger("graphtools").logger
-    previous = logger.level
-    logger.setLevel(logging.ERROR)
+    quiet = _BelowErrors()
+    logger.addFilter(quiet)
     try:
         return function(*args)
     finally:
-        logger.setLevel(previous)
+        logger.removeFilter(quiet)
 
 
 class PHATEEmbedding(BaseEstimator):

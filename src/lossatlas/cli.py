@@ -262,6 +262,31 @@ def _print_probe(out: str | Path, group: str, ran: bool) -> None:
     console.print(table)
 
 
+def _probe_action(
+    stage: Callable[..., tuple[str, bool]],
+    options_model: Any,
+    values: dict[str, Any],
+    where: tuple[Any, ...],
+    name: str,
+    executor: str | None = None,
+    ray_address: str | None = None,
+) -> Callable[[], None]:
+    """What every probe command does: validate its options, find the target, run, print.
+
+    ``where`` is ``(out, member, checkpoint, preset, config, overrides)``, as
+    :func:`_probe_request` takes them.
+    """
+
+    def action() -> None:
+        options = _validated(options_model, **values)
+        request = _probe_request(*where)
+        run_on = _probe_executor(executor, ray_address)
+        group, ran = stage(request, options, name, executor=run_on)
+        _print_probe(where[0], group, ran)
+
+    return action
+
+
 @app.command()
 def width(
     out: OutOption = "out/atlas",
@@ -289,23 +314,18 @@ def width(
     from lossatlas.config import WidthOptions
     from lossatlas.stages.width import width_stage
 
-    def action() -> None:
-        options = _validated(
-            WidthOptions,
-            n_directions=directions,
-            threshold=threshold,
-            threshold_mode=threshold_mode,
-            direction_kind=kind,
-            max_distance=max_distance,
-            split=split,
-            seed=seed,
-            snapshots=snapshots,
-        )
-        request = _probe_request(out, member, checkpoint, preset, config, overrides)
-        group, ran = width_stage(request, options, name)
-        _print_probe(out, group, ran)
-
-    _guarded(debug, action)
+    values = {
+        "n_directions": directions,
+        "threshold": threshold,
+        "threshold_mode": threshold_mode,
+        "direction_kind": kind,
+        "max_distance": max_distance,
+        "split": split,
+        "seed": seed,
+        "snapshots": snapshots,
+    }
+    where = (out, member, checkpoint, preset, config, overrides)
+    _guarded(debug, _probe_action(width_stage, WidthOptions, values, where, name))
 
 
 def _validated(model: Any, **values: Any) -> Any:
@@ -349,24 +369,20 @@ def surface(
     from lossatlas.config import SurfaceOptions
     from lossatlas.stages.surface import surface_stage
 
-    def action() -> None:
-        options = _validated(
-            SurfaceOptions,
-            directions=directions,
-            dims=dims,
-            span=span,
-            steps=steps,
-            split=split,
-            seed=seed,
-            bn_recompute=bn_recompute,
-            row_chunks=row_chunks,
-        )
-        request = _probe_request(out, member, checkpoint, preset, config, overrides)
-        group, ran = surface_stage(
-            request, options, name, executor=_probe_executor(executor, ray_address)
-        )
-        _print_probe(out, group, ran)
-
+    values = {
+        "directions": directions,
+        "dims": dims,
+        "span": span,
+        "steps": steps,
+        "split": split,
+        "seed": seed,
+        "bn_recompute": bn_recompute,
+        "row_chunks": row_chunks,
+    }
+    where = (out, member, checkpoint, preset, config, overrides)
+    action = _probe_action(
+        surface_stage, SurfaceOptions, values, where, name, executor, ray_address
+    )
     _guarded(debug, action)
 
 
@@ -391,14 +407,11 @@ def curvature(
     from lossatlas.config import CurvatureOptions
     from lossatlas.stages.curvature import curvature_stage
 
-    def action() -> None:
-        options = _validated(CurvatureOptions, k=k, method=method, eval_samples=samples, seed=seed)
-        request = _probe_request(out, member, checkpoint, preset, config, overrides)
-        group, ran = curvature_stage(
-            request, options, name, executor=_probe_executor(executor, ray_address)
-        )
-        _print_probe(out, group, ran)
-
+    values = {"k": k, "method": method, "eval_samples": samples, "seed": seed}
+    where = (out, member, checkpoint, preset, config, overrides)
+    action = _probe_action(
+        curvature_stage, CurvatureOptions, values, where, name, executor, ray_address
+    )
     _guarded(debug, action)
 
 

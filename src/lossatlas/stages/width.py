@@ -8,6 +8,7 @@ import numpy as np
 
 from lossatlas.config import WidthOptions
 from lossatlas.errors import StoreError
+from lossatlas.execute import Executor
 from lossatlas.plots import figure_to_png
 from lossatlas.plots.width import plot_width_distribution, plot_width_vs_norm
 from lossatlas.probes.width import tunnel_width, width_over_snapshots
@@ -96,7 +97,15 @@ def _training_snapshots(target: Target) -> Any:
 
 
 def width_stage(
-    request: ProbeRequest, options: WidthOptions, name: str = "default"
+    request: ProbeRequest,
+    options: WidthOptions,
+    name: str = "default",
+    *,
+    executor: Executor | None = None,
 ) -> tuple[str, bool]:
-    """Run the width probe on ``request``'s target; see :func:`run_probe`."""
-    return run_probe(request, "width", name, options, compute_width)
+    """Run the width probe on ``request``'s target; see :func:`run_probe`.
+
+    ``executor`` is accepted like the other probes' but has no jobs to run (see
+    :func:`compute_width`).
+    """
+    return run_probe(request, "width", name, options, compute_width, executor)

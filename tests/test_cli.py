@@ -168,3 +168,24 @@ def test_killed_run_resumes_without_recomputing(tmp_path: Path) -> None:
     reference = AtlasStore.open(clean, read_only=True)
     for name in ("train/params", "train/init", "train/history/test_loss"):
         assert np.array_equal(store.read(name), reference.read(name)), name
+
+
+def test_threads_option_sets_torch_threads_and_keeps_the_numbers(tmp_path: Path) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        one = invoke("train", "--out", str(tmp_path / "one"), *SMOKE, "--threads", "1")
+        assert one.exit_code == 0, one.output
+        assert torch.get_num_threads() == 1  # CliRunner runs the command in this process
+    finally:
+        torch.set_num_threads(before)
+    default = invoke("train", "--out", str(tmp_path / "default"), *SMOKE)
+    assert default.exit_code == 0, default.output
+    # The thread count is not part of the store's fingerprint, and results agree closely.
+    a = AtlasStore.open(tmp_path / "one", read_only=True).read("train/params")
+    b = AtlasStore.open(tmp_path / "default", read_only=True).read("train/params")
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert_user_error(
+        invoke("train", "--out", str(tmp_path / "x"), *SMOKE, "--threads", "0"), "execution.threads"
+    )

@@ -69,11 +69,26 @@ RayAddressOption = Annotated[
 ]
 
 
-def _execution_flags(executor: str | None, ray_address: str | None) -> dict[str, Any]:
-    """The config overrides of --executor and --ray-address (an address implies ray)."""
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        help="torch threads of this process (default: one per core); fewer help on a busy box.",
+    ),
+]
+
+
+def _execution_flags(
+    executor: str | None, ray_address: str | None, threads: int | None = None
+) -> dict[str, Any]:
+    """Config overrides of --executor, --ray-address and --threads (an address implies ray)."""
     if ray_address is not None and executor is None:
         executor = "ray"
-    return {"execution.executor": executor, "execution.ray_address": ray_address}
+    return {
+        "execution.executor": executor,
+        "execution.ray_address": ray_address,
+        "execution.threads": threads,
+    }
 
 
 def _guarded(debug: bool, action: Callable[[], T]) -> T:
@@ -99,11 +114,14 @@ def _resolve_config(
     preset: str, config: Path | None, overrides: list[str] | None, flags: dict[str, Any]
 ) -> Any:
     """The full run config (core + studies), so every preset validates in every command."""
+    from lossatlas.runtime import apply_threads
     from lossatlas.studies.config import RunConfig
 
-    return load_config(
+    resolved = load_config(
         preset=preset, file=config, overrides=overrides or [], flags=flags, schema=RunConfig
     )
+    apply_threads(resolved.execution.threads)
+    return resolved
 
 
 # ----------------------------------------------------------------------------- commands
@@ -129,6 +147,7 @@ def train(
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     executor: ExecutorOption = None,
     ray_address: RayAddressOption = None,
+    threads: ThreadsOption = None,
     overrides: OverridesArg = None,
     debug: DebugOption = False,
 ) -> None:
@@ -145,7 +164,7 @@ def train(
             "train.lr": lr,
             "seed": seed,
             "device": device,
-            **_execution_flags(executor, ray_address),
+            **_execution_flags(executor, ray_address, threads),
         }
         cfg = _resolve_config(preset, config, overrides, flags)
         summary = train_stage(cfg, out)
@@ -493,6 +512,7 @@ def run(
     config: ConfigOption = None,
     executor: ExecutorOption = None,
     ray_address: RayAddressOption = None,
+    threads: ThreadsOption = None,
     overrides: OverridesArg = None,
     debug: DebugOption = False,
 ) -> None:
@@ -500,7 +520,8 @@ def run(
     from lossatlas.studies.run import run_all
 
     def action() -> None:
-        cfg = _resolve_config(preset, config, overrides, _execution_flags(executor, ray_address))
+        flags = _execution_flags(executor, ray_address, threads)
+        cfg = _resolve_config(preset, config, overrides, flags)
         result = run_all(cfg, out, console=err_console)
         console.print(f"summary: {result.summary}\nreport:  {result.report}", highlight=False)
         console.print(

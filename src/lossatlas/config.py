@@ -133,6 +133,13 @@ class ExecutionConfig(StrictModel):
     cpus_per_unit: float = Field(
         1.0, gt=0.0, description="CPUs Ray reserves per unit (also its torch thread count)"
     )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch threads of the process running the command (local units and each "
+        "step's own work); default: torch's choice, one per core. On a busy machine fewer "
+        "threads avoid torch's thread pool stalling behind other processes",
+    )
 
 
 class Config(StrictModel):

@@ -36,3 +36,9 @@ def resolve_dtype(name: str | torch.dtype = "float32") -> torch.dtype:
     if name not in table:
         raise ConfigError(f"unknown dtype '{name}' (use float32 or float64)")
     return table[name]
+
+
+def apply_threads(threads: int | None) -> None:
+    """Set this process's torch thread count (``None`` leaves torch's default)."""
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)

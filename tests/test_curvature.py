@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -229,6 +230,17 @@ def test_eigen_arguments_are_checked() -> None:
     a = hessian_eigenvalues(model, data, k=3, tol=1e-10, generator=_gen(5))
     b = hessian_eigenvalues(model, data, k=3, tol=1e-10, generator=_gen(6))
     torch.testing.assert_close(a, b, rtol=1e-8, atol=0)
+
+
+def test_eigenvalues_and_eigenpairs_share_parameters_and_values() -> None:
+    # The two public signatures are written out twice; this catches one drifting from the other.
+    pairs = inspect.signature(hessian_eigenpairs).parameters
+    assert inspect.signature(hessian_eigenvalues).parameters == pairs
+    model, data = _mlp64()
+    values = hessian_eigenvalues(model, data, k=4, tol=1e-10, generator=_gen(3))
+    paired, vectors = hessian_eigenpairs(model, data, k=4, tol=1e-10, generator=_gen(3))
+    assert values.shape == (4,) and vectors.shape == (4, 66)
+    torch.testing.assert_close(values, paired, rtol=1e-10, atol=0)
 
 
 # --------------------------------------------------------------------------- trace

@@ -349,6 +349,22 @@ def test_width_over_snapshots_streams_every_form() -> None:
         width_over_snapshots(model, data, snaps, params=snaps[0])
 
 
+def test_width_over_snapshots_uses_tunnel_width_defaults() -> None:
+    # Snapshots go through tunnel_width itself, so its defaults and checks are the only ones.
+    model = tiny_mlp()
+    data = blobs()
+    snaps = ParamSpace(model).flatten() * torch.tensor([[0.9], [1.1]])
+    curve = width_over_snapshots(model, data, snaps, n_directions=3)
+    for s in range(2):
+        one = tunnel_width(model, data, params=snaps[s], n_directions=3)
+        np.testing.assert_array_equal(curve["distances"][s], one.distances.numpy())
+        assert curve["threshold"][s] == one.threshold and curve["base_loss"][s] == one.base_loss
+    with pytest.raises(ValueError, match="tol is relative"):
+        width_over_snapshots(model, data, snaps, tol=2.0)
+    with pytest.raises(TypeError, match="tunnel_width"):
+        width_over_snapshots(model, data, snaps, bogus=1)
+
+
 def test_width_over_snapshots_reads_a_zarr_array() -> None:
     zarr = pytest.importorskip("zarr")
     model = tiny_mlp()

@@ -156,232 +156,7 @@ def tunnel_width(
     space = ParamSpace(model)
     x, y = _split_tensors(data, split)
     point = space.flatten() if params is None else params.detach()
-    return _measure(
-        space,
-        x,
-        y,
-        point,
-        n_directions=n_directions,
-        threshold=threshold,
-        threshold_mode=threshold_mode,
-        direction_kind=direction_kind,
-        directions=directions,
-        max_distance=max_distance,
-        initial_step=initial_step,
-        scan_steps=scan_steps,
-        tol=tol,
-        seed=seed,
-        loss_fn=loss_fn,
-        buffers=buffers,
-        keep_directions=keep_directions,
-        sample_chunk=sample_chunk,
-        point_chunk=point_chunk,
-    )
-
-
-def width_over_snapshots(
-    model: nn.Module,
-    data: Any,
-    snapshots: Any,
-    *,
-    member: int | None = None,
-    split: str = "train",
-    **kw: Any,
-) -> dict[str, np.ndarray]:
-    """Tunnel width at every snapshot of a trajectory: the width-vs-R curve.
-
-    Snapshots are read and measured one at a time, so a long trajectory stored on disk never
-    has to be in memory.
-
-    Args:
-        model: the architecture the snapshots belong to.
-        data: as in :func:`tunnel_width` (resolved once, not per snapshot).
-        snapshots: ``(S, D)`` array-like (torch tensor, numpy array, zarr array: anything with
-            ``.shape`` and row indexing), a ``(K, S, D)`` array-like together with ``member``
-            (e.g. the store's ``train/snapshots``; only that member's rows are read), or any
-            iterable of ``(D,)`` points (a generator is consumed lazily).
-        member: row of a ``(K, S, D)`` array to use.
-        split: data split, as in :func:`tunnel_width`.
-        **kw: any other keyword of :func:`tunnel_width` except ``params`` (e.g. ``threshold``,
-            ``n_directions``, ``seed``). Directions are not kept per snapshot unless
-            ``keep_directions=True`` is passed, and even then they are not returned.
-
-    Returns:
-        dict of numpy arrays over the ``S`` snapshots: ``index`` (S,), ``weight_norm`` (S,),
-        ``width_mean`` (S,), ``width_std`` (S,), ``censored`` (S,) int, ``base_loss`` (S,),
-        ``threshold`` (S,) (absolute level used) and ``distances`` (S, K).
-    """
-    if "params" in kw:
-        raise TypeError("width_over_snapshots takes the points from `snapshots`, not `params`")
-    kw.setdefault("keep_directions", False)
-    space = ParamSpace(model)
-    x, y = _split_tensors(data, split)
-    reference = space.flatten()  # snapshots are stored float32 on CPU; measure like the model
-    rows: dict[str, list[Any]] = {
-        key: []
-        for key in (
-            "index",
-            "weight_norm",
-            "width_mean",
-            "width_std",
-            "censored",
-            "base_loss",
-            "threshold",
-            "distances",
-        )
-    }
-    for index, row in enumerate(_iter_snapshots(snapshots, member)):
-        point = torch.as_tensor(np.asarray(row) if not isinstance(row, torch.Tensor) else row)
-        point = point.detach().to(device=reference.device, dtype=reference.dtype).reshape(-1)
-        if point.shape[0] != space.dim:
-            raise ValueError(
-                f"snapshot {index} has {point.shape[0]} numbers, the model D={space.dim}"
-            )
-        width = _measure(space, x, y, point, **kw)
-        rows["index"].append(index)
-        rows["weight_norm"].append(width.weight_norm)
-        rows["width_mean"].append(width.mean)
-        rows["width_std"].append(width.std)
-        rows["censored"].append(width.censored)
-        rows["base_loss"].append(width.base_loss)
-        rows["threshold"].append(width.threshold)
-        rows["distances"].append(width.distances.cpu().numpy())
-    out = {key: np.asarray(values, dtype=np.float64) for key, values in rows.items()}
-    out["index"] = out["index"].astype(np.int64)
-    out["censored"] = out["censored"].astype(np.int64)
-    if not rows["distances"]:
-        out["distances"] = np.zeros((0, 0), dtype=np.float64)
-    return out
-
-
-# ---------------------------------------------------------------------------------- internals
-
-
-def _split_tensors(data: Any, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    _, _, splits = _resolve_data(data)
-    if split not in splits:
-        raise ValueError(f"no split '{split}' in the data (available: {', '.join(splits)})")
-    return splits[split]
-
-
-def _iter_snapshots(snapshots: Any, member: int | None) -> Iterator[Any]:
-    """Yield snapshot rows one at a time without materialising the whole array."""
-    shape = getattr(snapshots, "shape", None)
-    if shape is not None and hasattr(snapshots, "__getitem__"):
-        if len(shape) == 3:
-            if member is None:
-                raise ValueError(
-                    f"snapshots of shape {tuple(shape)} are (K, S, D): pass member= to pick a row"
-                )
-            for i in range(shape[1]):
-                yield snapshots[member, i]  # reads one (D,) chunk of a zarr array
-            return
-        if member is not None:
-            raise ValueError("member= only applies to (K, S, D) snapshots")
-        if len(shape) != 2:
-            raise ValueError(f"snapshots must be (S, D) or (K, S, D), got shape {tuple(shape)}")
-        for i in range(shape[0]):
-            yield snapshots[i]
-        return
-    if member is not None:
-        raise ValueError("member= only applies to (K, S, D) snapshots")
-    if not isinstance(snapshots, Iterable):
-        raise TypeError("snapshots must be an (S, D) array-like or an iterable of (D,) points")
-    yield from snapshots
-
-
-def _absolute_threshold(base_loss: float, threshold: float, mode: ThresholdMode) -> float:
-    if mode == "absolute":
-        return float(threshold)
-    if threshold <= 0:
-        # A zero margin would make every ray's width 0 (or ill-defined); it is a caller mistake.
-        raise ValueError(f"threshold must be > 0 in '{mode}' mode, got {threshold}")
-    if mode == "additive":
-        return base_loss + threshold
-    return base_loss * (1.0 + threshold)  # "multiplicative"; the mode was validated upfront
-
-
-def _scan_grid(initial_step: float, max_distance: float, scan_steps: int) -> list[float]:
-    """Shared geometric grid ``initial_step * 2**(j / scan_steps)`` ending at ``max_distance``."""
-    grid: list[float] = []
-    j = 0
-    while True:
-        t = initial_step * 2.0 ** (j / scan_steps)
-        if t >= max_distance * (1 - 1e-12):
-            grid.append(max_distance)
-            return grid
-        grid.append(t)
-        j += 1
-
-
-def _make_directions(
-    space: ParamSpace,
-    point: torch.Tensor,
-    *,
-    n_directions: int,
-    direction_kind: DirectionKind,
-    directions: torch.Tensor | None,
-    seed: int,
-) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """Unit directions ``(K, D)``, their norms before rescaling ``(K,)``, and their kind."""
-    if directions is not None:
-        raw = directions.detach().to(device=point.device, dtype=point.dtype)
-        if raw.dim() == 1:
-            raw = raw.unsqueeze(0)
-        if raw.dim() != 2 or raw.shape[1] != space.dim:
-            raise ValueError(f"directions must be (K, {space.dim}), got {tuple(directions.shape)}")
-        kind = "given"
-    else:
-        if n_directions < 1:
-            raise ValueError(f"n_directions must be >= 1, got {n_directions}")
-        generator = make_generator(seed, "width")
-        raw = space.random_direction(
-            generator, kind=direction_kind, center=point, count=n_directions
-        )
-        kind = direction_kind
-    norms = raw.norm(dim=1)
-    if not bool((norms > 0).all()):
-        # Filter directions are zero on 1-D parameters, so a model without any 2-D+ weight
-        # has no filter direction at all.
-        raise ValueError("a direction has zero length; use direction_kind='gaussian'")
-    return raw / norms.unsqueeze(1), norms, kind
-
-
-def _measure(
-    space: ParamSpace,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    point: torch.Tensor,
-    *,
-    n_directions: int = 32,
-    threshold: float = 0.1,
-    threshold_mode: ThresholdMode = "additive",
-    direction_kind: DirectionKind = "gaussian",
-    directions: torch.Tensor | None = None,
-    max_distance: float = 100.0,
-    initial_step: float = 0.01,
-    scan_steps: int = 1,
-    tol: float = 1e-3,
-    seed: int = 0,
-    loss_fn: LossFn | None = None,
-    buffers: Mapping[str, torch.Tensor] | None = None,
-    keep_directions: bool = True,
-    sample_chunk: int = 2048,
-    point_chunk: int | None = None,
-) -> TunnelWidth:
-    """:func:`tunnel_width` on an already-built space and resolved ``(x, y)``."""
-    if not 0 < tol < 1:
-        raise ValueError(f"tol is relative and must lie in (0, 1), got {tol}")
-    if not 0 < initial_step <= max_distance or not math.isfinite(max_distance):
-        raise ValueError(
-            f"need 0 < initial_step <= max_distance < inf, got {initial_step}, {max_distance}"
-        )
-    if scan_steps < 1:
-        raise ValueError(f"scan_steps must be >= 1, got {scan_steps}")
-    if threshold_mode not in ("absolute", "additive", "multiplicative"):
-        raise ValueError(
-            f"unknown threshold_mode '{threshold_mode}' (use absolute, additive or multiplicative)"
-        )
+    _check_search(tol, initial_step, max_distance, scan_steps, threshold_mode)
     space._check(point, batched=False)
     x, y = x.to(point.device), y.to(point.device)
     unit, norms, kind = _make_directions(
@@ -470,3 +245,195 @@ def _measure(
         tol=float(tol),
         evaluations=evaluations,
     )
+
+
+def width_over_snapshots(
+    model: nn.Module,
+    data: Any,
+    snapshots: Any,
+    *,
+    member: int | None = None,
+    split: str = "train",
+    **kw: Any,
+) -> dict[str, np.ndarray]:
+    """Tunnel width at every snapshot of a trajectory: the width-vs-R curve.
+
+    Snapshots are read and measured one at a time, so a long trajectory stored on disk never
+    has to be in memory.
+
+    Args:
+        model: the architecture the snapshots belong to.
+        data: as in :func:`tunnel_width` (resolved once, not per snapshot).
+        snapshots: ``(S, D)`` array-like (torch tensor, numpy array, zarr array: anything with
+            ``.shape`` and row indexing), a ``(K, S, D)`` array-like together with ``member``
+            (e.g. the store's ``train/snapshots``; only that member's rows are read), or any
+            iterable of ``(D,)`` points (a generator is consumed lazily).
+        member: row of a ``(K, S, D)`` array to use.
+        split: data split, as in :func:`tunnel_width`.
+        **kw: any other keyword of :func:`tunnel_width` except ``params`` (e.g. ``threshold``,
+            ``n_directions``, ``seed``). Directions are not kept per snapshot unless
+            ``keep_directions=True`` is passed, and even then they are not returned.
+
+    Returns:
+        dict of numpy arrays over the ``S`` snapshots: ``index`` (S,), ``weight_norm`` (S,),
+        ``width_mean`` (S,), ``width_std`` (S,), ``censored`` (S,) int, ``base_loss`` (S,),
+        ``threshold`` (S,) (absolute level used) and ``distances`` (S, K).
+    """
+    if "params" in kw:
+        raise TypeError("width_over_snapshots takes the points from `snapshots`, not `params`")
+    kw.setdefault("keep_directions", False)
+    space = ParamSpace(model)
+    x, y = _split_tensors(data, split)
+    reference = space.flatten()  # snapshots are stored float32 on CPU; measure like the model
+    rows: dict[str, list[Any]] = {
+        key: []
+        for key in (
+            "index",
+            "weight_norm",
+            "width_mean",
+            "width_std",
+            "censored",
+            "base_loss",
+            "threshold",
+            "distances",
+        )
+    }
+    for index, row in enumerate(_iter_snapshots(snapshots, member)):
+        point = torch.as_tensor(np.asarray(row) if not isinstance(row, torch.Tensor) else row)
+        point = point.detach().to(device=reference.device, dtype=reference.dtype).reshape(-1)
+        if point.shape[0] != space.dim:
+            raise ValueError(
+                f"snapshot {index} has {point.shape[0]} numbers, the model D={space.dim}"
+            )
+        # The tensors are already resolved, so tunnel_width only re-wraps them; going through
+        # it keeps one definition of the search's defaults and validation.
+        width = tunnel_width(model, (x, y), params=point, **kw)
+        rows["index"].append(index)
+        rows["weight_norm"].append(width.weight_norm)
+        rows["width_mean"].append(width.mean)
+        rows["width_std"].append(width.std)
+        rows["censored"].append(width.censored)
+        rows["base_loss"].append(width.base_loss)
+        rows["threshold"].append(width.threshold)
+        rows["distances"].append(width.distances.cpu().numpy())
+    out = {key: np.asarray(values, dtype=np.float64) for key, values in rows.items()}
+    out["index"] = out["index"].astype(np.int64)
+    out["censored"] = out["censored"].astype(np.int64)
+    if not rows["distances"]:
+        out["distances"] = np.zeros((0, 0), dtype=np.float64)
+    return out
+
+
+# ---------------------------------------------------------------------------------- internals
+
+
+def _split_tensors(data: Any, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    _, _, splits = _resolve_data(data)
+    if split not in splits:
+        raise ValueError(f"no split '{split}' in the data (available: {', '.join(splits)})")
+    return splits[split]
+
+
+def _iter_snapshots(snapshots: Any, member: int | None) -> Iterator[Any]:
+    """Yield snapshot rows one at a time without materialising the whole array."""
+    shape = getattr(snapshots, "shape", None)
+    if shape is not None and hasattr(snapshots, "__getitem__"):
+        if len(shape) == 3:
+            if member is None:
+                raise ValueError(
+                    f"snapshots of shape {tuple(shape)} are (K, S, D): pass member= to pick a row"
+                )
+            for i in range(shape[1]):
+                yield snapshots[member, i]  # reads one (D,) chunk of a zarr array
+            return
+        if member is not None:
+            raise ValueError("member= only applies to (K, S, D) snapshots")
+        if len(shape) != 2:
+            raise ValueError(f"snapshots must be (S, D) or (K, S, D), got shape {tuple(shape)}")
+        for i in range(shape[0]):
+            yield snapshots[i]
+        return
+    if member is not None:
+        raise ValueError("member= only applies to (K, S, D) snapshots")
+    if not isinstance(snapshots, Iterable):
+        raise TypeError("snapshots must be an (S, D) array-like or an iterable of (D,) points")
+    yield from snapshots
+
+
+def _check_search(
+    tol: float,
+    initial_step: float,
+    max_distance: float,
+    scan_steps: int,
+    threshold_mode: str,
+) -> None:
+    """Reject search settings before any loss is evaluated (scalars only, no tensors)."""
+    if not 0 < tol < 1:
+        raise ValueError(f"tol is relative and must lie in (0, 1), got {tol}")
+    if not 0 < initial_step <= max_distance or not math.isfinite(max_distance):
+        raise ValueError(
+            f"need 0 < initial_step <= max_distance < inf, got {initial_step}, {max_distance}"
+        )
+    if scan_steps < 1:
+        raise ValueError(f"scan_steps must be >= 1, got {scan_steps}")
+    if threshold_mode not in ("absolute", "additive", "multiplicative"):
+        raise ValueError(
+            f"unknown threshold_mode '{threshold_mode}' (use absolute, additive or multiplicative)"
+        )
+
+
+def _absolute_threshold(base_loss: float, threshold: float, mode: ThresholdMode) -> float:
+    if mode == "absolute":
+        return float(threshold)
+    if threshold <= 0:
+        # A zero margin would make every ray's width 0 (or ill-defined); it is a caller mistake.
+        raise ValueError(f"threshold must be > 0 in '{mode}' mode, got {threshold}")
+    if mode == "additive":
+        return base_loss + threshold
+    return base_loss * (1.0 + threshold)  # "multiplicative"; the mode was validated upfront
+
+
+def _scan_grid(initial_step: float, max_distance: float, scan_steps: int) -> list[float]:
+    """Shared geometric grid ``initial_step * 2**(j / scan_steps)`` ending at ``max_distance``."""
+    grid: list[float] = []
+    j = 0
+    while True:
+        t = initial_step * 2.0 ** (j / scan_steps)
+        if t >= max_distance * (1 - 1e-12):
+            grid.append(max_distance)
+            return grid
+        grid.append(t)
+        j += 1
+
+
+def _make_directions(
+    space: ParamSpace,
+    point: torch.Tensor,
+    *,
+    n_directions: int,
+    direction_kind: DirectionKind,
+    directions: torch.Tensor | None,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Unit directions ``(K, D)``, their norms before rescaling ``(K,)``, and their kind."""
+    if directions is not None:
+        raw = directions.detach().to(device=point.device, dtype=point.dtype)
+        if raw.dim() == 1:
+            raw = raw.unsqueeze(0)
+        if raw.dim() != 2 or raw.shape[1] != space.dim:
+            raise ValueError(f"directions must be (K, {space.dim}), got {tuple(directions.shape)}")
+        kind = "given"
+    else:
+        if n_directions < 1:
+            raise ValueError(f"n_directions must be >= 1, got {n_directions}")
+        generator = make_generator(seed, "width")
+        raw = space.random_direction(
+            generator, kind=direction_kind, center=point, count=n_directions
+        )
+        kind = direction_kind
+    norms = raw.norm(dim=1)
+    if not bool((norms > 0).all()):
+        # Filter directions are zero on 1-D parameters, so a model without any 2-D+ weight
+        # has no filter direction at all.
+        raise ValueError("a direction has zero length; use direction_kind='gaussian'")
+    return raw / norms.unsqueeze(1), norms, kind

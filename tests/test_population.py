@@ -1,14 +1,41 @@
 from __future__ import annotations
 
+from dataclasses import fields
+
 import torch
 from torch import nn
 
-from lossatlas.config import ScheduleConfig
+from lossatlas.config import ScheduleConfig, TrainConfig
 from lossatlas.optim import HyperParams
 from lossatlas.params import ParamSpace
 from lossatlas.population import TrainPlan, fit_members, initial_points, train_population
 from lossatlas.seeding import make_generator
 from tests.conftest import blobs, tiny_mlp
+
+
+def test_plan_from_config_carries_every_field() -> None:
+    """Every plan field but the seed comes from the TrainConfig; overrides win."""
+    train = TrainConfig(
+        epochs=7,
+        batch_size=33,
+        optimizer="adamw",
+        nesterov=True,
+        beta2=0.95,
+        schedule=ScheduleConfig(kind="cosine", min_factor=0.2),
+        snapshot_every=3,
+        snapshot_unit="step",
+        eval_batch_size=99,
+        compile=True,
+    )
+    plan = TrainPlan.from_config(train, seed=11)
+    assert plan.seed == 11
+    for f in fields(TrainPlan):
+        if f.name != "seed":
+            assert getattr(plan, f.name) == getattr(train, f.name), f.name
+            # Not the defaults: each field really is read from the config.
+            assert getattr(plan, f.name) != getattr(TrainPlan(epochs=0), f.name), f.name
+    changed = TrainPlan.from_config(train, seed=11, epochs=2, snapshot_every=0)
+    assert (changed.epochs, changed.snapshot_every, changed.batch_size) == (2, 0, 33)
 
 
 def test_population_shapes_and_history() -> None:

@@ -345,6 +345,47 @@ def test_bn_recompute_equals_naive(data64, strategy: str) -> None:  # type: igno
     assert not torch.allclose(stale.loss, s.loss)
 
 
+def test_bn_statistics_core_loop_equals_vmap_and_restores_the_module() -> None:
+    """The shared core of both BN recomputes (subspace probes, ensemble/jump)."""
+    x, _ = blobs(50, inputs=5, dtype=torch.float64)
+    model = nn.Sequential(
+        nn.Linear(5, 6), nn.BatchNorm1d(6), nn.Dropout(0.5), nn.Linear(6, 4, bias=False)
+    ).double()
+    model.register_buffer("scale", torch.tensor([2.0], dtype=torch.float64))  # not a statistic
+    model[2].train()
+    model[1].momentum = 0.3
+    space = ParamSpace(model)
+    g = torch.Generator().manual_seed(0)
+    thetas = space.flatten() + 0.2 * torch.randn(3, space.dim, generator=g, dtype=torch.float64)
+    batches = [x[:20], x[20:40], x[40:]]
+    flags = [m.training for m in model.modules()]
+    loop = _grid.recompute_bn_statistics(space, thetas, batches, space.buffers())
+    vmapped = _grid.recompute_bn_statistics(space, thetas, batches, space.buffers(), vectorise=True)
+    assert [m.training for m in model.modules()] == flags and model[1].momentum == 0.3
+    for name, value in loop.items():
+        assert value.shape == (3, *space.buffers()[name].shape), name
+        torch.testing.assert_close(vmapped[name], value, rtol=1e-12, atol=1e-12)
+    # The cumulative average of the batch means: each batch weighs the same (sizes 20, 20, 10).
+    for i in range(3):
+        p = space.unflatten(thetas[i])
+        means = torch.stack([(xb @ p["0.weight"].T + p["0.bias"]).mean(0) for xb in batches])
+        torch.testing.assert_close(loop["1.running_mean"][i], means.mean(0))
+    assert loop["1.num_batches_tracked"].tolist() == [3, 3, 3]
+    assert loop["scale"].tolist() == [[2.0]] * 3
+
+
+def test_bn_statistics_core_accumulates_instance_norm() -> None:
+    """Momentum 1/t, not None: InstanceNorm reads momentum=None as 0 and would not move."""
+    x = torch.randn(8, 2, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    model = nn.Sequential(nn.InstanceNorm1d(2, track_running_stats=True, affine=True)).double()
+    space = ParamSpace(model)
+    fresh = _grid.recompute_bn_statistics(
+        space, space.flatten()[None], [x[:4], x[4:]], space.buffers()
+    )
+    expected = torch.stack([x[:4].mean((0, 2)), x[4:].mean((0, 2))]).mean(0)
+    torch.testing.assert_close(fresh["0.running_mean"][0], expected)
+
+
 # --------------------------------------------------------------------------- data and results
 
 

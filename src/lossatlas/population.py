@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import torch
 from torch import nn
 from torch.func import grad_and_value, vmap
 
-from lossatlas.config import ScheduleConfig
+from lossatlas.config import ScheduleConfig, TrainConfig
 from lossatlas.evaluate import LossFn, evaluate_points, member_loss_fn
 from lossatlas.models import reinitialize
 from lossatlas.optim import HyperParams, make_optimizer, make_schedule
@@ -90,6 +90,17 @@ class TrainPlan:
     snapshot_unit: Literal["epoch", "step"] = "epoch"
     eval_batch_size: int = 2048
     compile: bool = False
+
+    @classmethod
+    def from_config(cls, train: TrainConfig, *, seed: int, **overrides: Any) -> TrainPlan:
+        """The plan of ``train``: every field of the same name, then ``overrides`` on top.
+
+        ``seed`` is the run's root seed, which lives on ``Config``, not on ``TrainConfig``.
+        Fields are copied by name rather than listed, so a field added to both classes is
+        carried without touching this; one added to the plan alone fails here, loudly.
+        """
+        values = {f.name: getattr(train, f.name) for f in fields(cls) if f.name != "seed"}
+        return cls(**{**values, "seed": seed, **overrides})
 
 
 # --------------------------------------------------------------------------- public entry

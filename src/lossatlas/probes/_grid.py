@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,7 @@ __all__ = [
     "activation_bytes_per_sample",
     "bn_batches",
     "norm_modules",
+    "recompute_bn_statistics",
 ]
 
 # The one-sample trace below sees the tensors Python code creates, not kernel scratch space
@@ -160,6 +162,113 @@ def bn_batches(bn_data: Any) -> list[Tensor]:
     if not batches or not all(isinstance(b, Tensor) for b in batches):
         raise ValueError("bn_data yielded no input tensors")
     return batches
+
+
+@torch.no_grad()
+def recompute_bn_statistics(
+    space: ParamSpace,
+    thetas: Tensor,
+    batches: Sequence[Tensor],
+    template: Mapping[str, Tensor],
+    *,
+    vectorise: bool = False,
+) -> dict[str, Tensor]:
+    """Buffers for each point with normalisation statistics accumulated afresh over ``batches``.
+
+    For every point, each layer of :func:`norm_modules` starts from reset statistics (mean 0,
+    variance 1, no batches tracked) and accumulates the cumulative average over the batches, in
+    train mode; every other layer stays in eval mode, so dropout is off and the result is
+    deterministic. The module's train/eval flags and momenta are restored afterwards. This is
+    the one implementation behind the subspace probes' ``bn_data`` and
+    :func:`lossatlas.probes.ensemble.recompute_bn`.
+
+    Args:
+        space: the model's parameter space; ``space.model`` is used as a stateless template.
+        thetas: ``(P, D)`` points.
+        batches: ``(N_b, *input)`` input batches, in the points' dtype and device.
+        template: name -> ``(*shape)`` every buffer of the module; the non-statistics buffers
+            (and the dtype of all) are taken from it.
+        vectorise: ``vmap`` over the points (one pass per batch for all of them) instead of a
+            loop over points (one pass per batch and point).
+
+    Returns:
+        name -> ``(P, *shape)`` fresh tensors for every buffer of ``template``.
+    """
+    norms = norm_modules(space.model)
+    fresh = _fresh_buffers(template, norms, thetas.shape[0])
+    if not norms:
+        return fresh
+    with _accumulating(space.model, norms):
+        if vectorise:
+            _accumulate(space.model, norms, space.unflatten(thetas), fresh, batches, batched=True)
+        else:
+            for i in range(thetas.shape[0]):
+                # Views into ``fresh``: the forward pass writes row i in place.
+                one = {name: buf[i] for name, buf in fresh.items()}
+                _accumulate(space.model, norms, space.unflatten(thetas[i]), one, batches)
+    return fresh
+
+
+@contextmanager
+def _accumulating(model: nn.Module, norms: Mapping[str, nn.Module]) -> Iterator[None]:
+    """Eval mode but for ``norms`` (train mode) while inside; then every flag and momentum back."""
+    flags = {module: module.training for module in model.modules()}
+    momenta = {module: module.momentum for module in norms.values()}
+    model.eval()
+    for module in norms.values():
+        module.train()
+    try:
+        yield
+    finally:
+        for module, training in flags.items():
+            module.training = training
+        for module, momentum in momenta.items():
+            module.momentum = momentum
+
+
+def _accumulate(
+    model: nn.Module,
+    norms: Mapping[str, nn.Module],
+    named: dict[str, Tensor],
+    buffers: dict[str, Tensor],
+    batches: Sequence[Tensor],
+    *,
+    batched: bool = False,
+) -> None:
+    """Run every batch through ``model`` at ``named``, updating ``buffers`` in place.
+
+    ``named``/``buffers`` hold one point (``(*shape)``), or ``(P, *shape)`` when ``batched``.
+    """
+
+    def forward(p: dict[str, Tensor], b: dict[str, Tensor], xb: Tensor) -> Tensor:
+        return functional_call(model, (p, b), (xb,), strict=True)
+
+    call = vmap(forward, in_dims=(0, 0, None)) if batched else forward
+    for t, xb in enumerate(batches, start=1):
+        # momentum = 1/t is exactly the cumulative average that momentum=None computes
+        # (PyTorch uses 1 / num_batches_tracked, the same float), but it needs no .item(), so it
+        # vmaps; and InstanceNorm, which reads momentum=None as 0, accumulates too.
+        for module in norms.values():
+            module.momentum = 1.0 / t
+        call(named, buffers, xb)
+
+
+def _fresh_buffers(
+    template: Mapping[str, Tensor], norms: Mapping[str, nn.Module], points: int
+) -> dict[str, Tensor]:
+    """``(points, *shape)`` buffers: reset statistics for norm layers, copies otherwise."""
+    fresh = {}
+    for name, buf in template.items():
+        prefix, _, stat = name.rpartition(".")
+        if prefix in norms and stat == "running_mean":
+            fresh[name] = torch.zeros((points, *buf.shape), dtype=buf.dtype, device=buf.device)
+        elif prefix in norms and stat == "running_var":
+            fresh[name] = torch.ones((points, *buf.shape), dtype=buf.dtype, device=buf.device)
+        elif prefix in norms and stat == "num_batches_tracked":
+            fresh[name] = torch.zeros((points, *buf.shape), dtype=buf.dtype, device=buf.device)
+        else:
+            fresh[name] = buf.unsqueeze(0).expand(points, *buf.shape).clone()
+    return fresh
 
 
 # --------------------------------------------------------------------------- the evaluator
@@ -467,28 +576,16 @@ class SubspaceEvaluator:
         per_call = 1 if strategy == "loop" else max(1, self.budget // 2 // (biggest * act))
         rows = min(max_rows, per_call) if strategy == "vmap" else max_rows
 
-        saved = {module: module.momentum for module in norms.values()}
-        for module in norms.values():
-            module.train()
-        try:
-            for first in range(0, n_points, rows):
-                sel = slice(first, min(first + rows, n_points))
-                thetas = self._points(base, terms, coefs[sel])
-                fresh = _fresh_buffers(template, norms, thetas.shape[0])
-                if strategy == "loop":
-                    for i in range(thetas.shape[0]):
-                        one = {k: v[i] for k, v in fresh.items()}
-                        self._accumulate(norms, self.space.unflatten(thetas[i]), one, None)
-                else:
-                    self._accumulate(norms, self.space.unflatten(thetas), fresh, vmap)
-                for name in stat_names:
-                    target = out[name]
-                    assert target is not None
-                    target[sel] = fresh[name]
-        finally:
-            for module, momentum in saved.items():
-                module.momentum = momentum
-                module.eval()
+        for first in range(0, n_points, rows):
+            sel = slice(first, min(first + rows, n_points))
+            thetas = self._points(base, terms, coefs[sel])
+            fresh = recompute_bn_statistics(
+                self.space, thetas, self.bn_batches, template, vectorise=strategy == "vmap"
+            )
+            for name in stat_names:
+                target = out[name]
+                assert target is not None
+                target[sel] = fresh[name]
         full = {}
         for name, buf in template.items():
             target = out[name]
@@ -497,48 +594,8 @@ class SubspaceEvaluator:
             )
         return full
 
-    @torch.no_grad()
-    def _accumulate(
-        self,
-        norms: Mapping[str, nn.Module],
-        named: dict[str, Tensor],
-        buffers: dict[str, Tensor],
-        batched: Callable[..., Any] | None,
-    ) -> None:
-        """Run every bn batch through the model, updating ``buffers`` in place."""
-        assert self.bn_batches is not None
-
-        def forward(p: dict[str, Tensor], b: dict[str, Tensor], xb: Tensor) -> Tensor:
-            return functional_call(self.model, (p, b), (xb,), strict=True)
-
-        call = forward if batched is None else batched(forward, in_dims=(0, 0, None))
-        for t, xb in enumerate(self.bn_batches, start=1):
-            # momentum = 1/t is exactly the cumulative average that momentum=None computes
-            # (PyTorch uses 1 / num_batches_tracked), but it needs no .item(), so it vmaps.
-            for module in norms.values():
-                module.momentum = 1.0 / t
-            call(named, buffers, xb)
-
 
 def _equal_chunks(total: int, most: int) -> int:
     """The size of the fewest equal chunks of ``total`` that are at most ``most`` each."""
     most = max(1, min(most, total))
     return math.ceil(total / math.ceil(total / most))
-
-
-def _fresh_buffers(
-    template: Mapping[str, Tensor], norms: Mapping[str, nn.Module], points: int
-) -> dict[str, Tensor]:
-    """``(points, *shape)`` buffers: reset statistics for norm layers, copies otherwise."""
-    fresh = {}
-    for name, buf in template.items():
-        prefix, _, stat = name.rpartition(".")
-        if prefix in norms and stat == "running_mean":
-            fresh[name] = torch.zeros((points, *buf.shape), dtype=buf.dtype, device=buf.device)
-        elif prefix in norms and stat == "running_var":
-            fresh[name] = torch.ones((points, *buf.shape), dtype=buf.dtype, device=buf.device)
-        elif prefix in norms and stat == "num_batches_tracked":
-            fresh[name] = torch.zeros((points, *buf.shape), dtype=buf.dtype, device=buf.device)
-        else:
-            fresh[name] = buf.unsqueeze(0).expand(points, *buf.shape).clone()
-    return fresh

@@ -54,14 +54,13 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 from torch import nn
-from torch.func import functional_call
 
 from lossatlas.analysis import ensembles as ens
 from lossatlas.config import ScheduleConfig, StrictModel
 from lossatlas.evaluate import LossFn, predict_points
 from lossatlas.params import ParamSpace
 from lossatlas.population import SnapshotFn, _resolve_data, train_population
-from lossatlas.probes._grid import norm_modules
+from lossatlas.probes._grid import norm_modules, recompute_bn_statistics
 from lossatlas.seeding import derive_seed
 from lossatlas.studies.claims import Claim
 
@@ -181,7 +180,6 @@ class EnsembleConfig(StrictModel):
 # --------------------------------------------------------------------------- BatchNorm
 
 
-@torch.no_grad()
 def recompute_bn(
     space: ParamSpace,
     thetas: torch.Tensor,
@@ -192,11 +190,12 @@ def recompute_bn(
     """Buffers for each point with BatchNorm statistics recomputed on the inputs ``x``.
 
     For every point, each normalisation layer that tracks running statistics starts from reset
-    statistics and accumulates the cumulative average (``momentum=None``) over ``x`` in batches
-    of ``batch_size`` (all of ``x`` at once by default), in train mode; every other layer stays
-    in eval mode, so dropout is off and the result is deterministic. This is what SWA and any
-    other point that was never trained on (an average of weights) need: the running statistics
-    of the snapshots do not describe the activations at their average.
+    statistics and accumulates the cumulative average over ``x`` in batches of ``batch_size``
+    (all of ``x`` at once by default), in train mode; every other layer stays in eval mode, so
+    dropout is off and the result is deterministic (see
+    :func:`~lossatlas.probes._grid.recompute_bn_statistics`, which does the work). This is what
+    SWA and any other point that was never trained on (an average of weights) need: the running
+    statistics of the snapshots do not describe the activations at their average.
 
     Args:
         space: the model's parameter space; its module is used as a stateless template and its
@@ -210,38 +209,10 @@ def recompute_bn(
         copies of the module's), ready for ``predict_points(..., buffers_batched=True)``.
     """
     points = thetas.reshape(1, -1) if thetas.dim() == 1 else thetas
-    model = space.model
-    template = space.buffers()
-    out = {n: b.unsqueeze(0).repeat(points.shape[0], *[1] * b.dim()) for n, b in template.items()}
-    norms = norm_modules(model)
-    if not norms:
-        return out
     step = batch_size or x.shape[0]
-    modes = {module: module.training for module in model.modules()}
-    momenta = {module: module.momentum for module in norms.values()}
-    model.eval()
-    for module in norms.values():
-        module.train()
-        module.momentum = None  # cumulative average over the batches, not an EMA
-    try:
-        for i in range(points.shape[0]):
-            bufs = {n: b.clone() for n, b in template.items()}
-            for prefix in norms:
-                bufs[f"{prefix}.running_mean"].zero_()
-                bufs[f"{prefix}.running_var"].fill_(1.0)
-                bufs[f"{prefix}.num_batches_tracked"].zero_()
-            named = space.unflatten(points[i])
-            for start in range(0, x.shape[0], step):
-                # functional_call writes the updated statistics into ``bufs`` in place.
-                functional_call(model, (named, bufs), (x[start : start + step],), strict=True)
-            for name, buf in bufs.items():
-                out[name][i] = buf
-    finally:
-        for module, training in modes.items():
-            module.training = training
-        for module, momentum in momenta.items():
-            module.momentum = momentum
-    return out
+    batches = [x[start : start + step] for start in range(0, x.shape[0], step)]
+    # One point at a time (no vmap), as this has always run: the statistics stay bit-identical.
+    return recompute_bn_statistics(space, points, batches, space.buffers())
 
 
 # --------------------------------------------------------------------------- training

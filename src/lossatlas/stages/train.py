@@ -230,19 +230,7 @@ def train_unit(out: str, config_json: str, start: int, stop: int, group: str = T
     hp = HyperParams.build(
         init, lr=train.lr, weight_decay=train.weight_decay, momentum=train.momentum
     )
-    plan = TrainPlan(
-        epochs=train.epochs,
-        batch_size=train.batch_size,
-        optimizer=train.optimizer,
-        nesterov=train.nesterov,
-        beta2=train.beta2,
-        schedule=train.schedule,
-        seed=config.seed,
-        snapshot_every=train.snapshot_every,
-        snapshot_unit=train.snapshot_unit,
-        eval_batch_size=train.eval_batch_size,
-        compile=train.compile,
-    )
+    plan = TrainPlan.from_config(train, seed=config.seed)
     splits = {"train": dataset.split("train"), "test": dataset.split("test")}
     if dataset.x_val.shape[0]:
         splits["val"] = dataset.split("val")

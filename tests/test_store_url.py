@@ -31,6 +31,9 @@ from lossatlas.store import AtlasStore
 from lossatlas.studies import Claim, save_claims, write_summary
 from tests.test_store import CONFIG, SRC, _snapshot
 
+# The same test body as for folders, collected here with this module's URL ``store`` fixture.
+from tests.test_store import test_array_and_attrs_round_trip as test_array_and_attrs_round_trip
+
 
 @pytest.fixture
 def memory_url() -> Iterator[str]:
@@ -116,23 +119,6 @@ def test_out_dir_round_trips_through_str(store: AtlasStore) -> None:
     np.testing.assert_array_equal(again.read("g/x"), np.arange(4))
     reader = AtlasStore.open(str(store.out_dir), read_only=True)
     assert reader.read_only and reader.read("g/x")[3] == 3
-
-
-def test_array_and_attrs_round_trip(store: AtlasStore) -> None:
-    store.ensure_group("train/run0", attrs={"seeds": np.arange(3)})
-    store.create_array("train/run0/w", (4, 6), "float32", (2, 3), attrs={"unit": "nats"})
-    data = np.arange(24, dtype=np.float32).reshape(4, 6)
-    store.write("train/run0/w", None, data)
-    np.testing.assert_array_equal(store.read("train/run0/w"), data)
-    assert store.attrs("train/run0") == {"seeds": [0, 1, 2]}
-    store.update_attrs("train/run0", {"lr": np.float64(0.1)})
-    assert store.attrs("train/run0") == {"seeds": [0, 1, 2], "lr": 0.1}
-    assert store.has("train/run0/w") and not store.has("nope")
-    assert store.group("train/run0").attrs["lr"] == 0.1
-    with pytest.raises(StoreError, match="has shape"):
-        store.create_array("train/run0/w", (4, 7), "float32", (2, 3))
-    with pytest.raises(StoreError, match="no array"):
-        store.read("missing")
 
 
 def test_chunked_region_writes_and_fill(store: AtlasStore) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from lossatlas.location import Location, as_location, is_url, join_location, write_bytes
+from lossatlas.location import Location, as_location, join_location, write_bytes
 from lossatlas.store import AtlasStore
 
 __all__ = ["CLAIMS_GROUP", "Claim", "load_claims", "save_claims", "write_summary"]
@@ -120,13 +120,6 @@ def write_summary(store: AtlasStore, path: str | Path | None = None) -> Location
         "claims": [c.to_json() for c in claims],
     }
     text = json.dumps(summary, indent=2, sort_keys=False, allow_nan=False) + "\n"
-    if is_url(target):
-        # One whole-object write (or temp+rename for file://): never half a summary either.
-        write_bytes(target, text.encode("utf-8"))
-        return target
-    # Write-then-rename: a reader (or a kill) never sees half a summary.
-    path = Path(target)
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(text)
-    partial.replace(path)
-    return path
+    # A reader (or a kill) never sees half a summary: temp file + rename, or one whole upload.
+    write_bytes(target, text.encode("utf-8"))
+    return target

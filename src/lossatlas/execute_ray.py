@@ -43,12 +43,11 @@ def _import_ray() -> Any:
 
 def _run_on_worker(unit: Unit, threads: int) -> Any:
     """Run one unit in a Ray worker with ``threads`` torch threads."""
-    import torch
+    from lossatlas.runtime import apply_threads
 
     # Ray reserves ``cpus_per_unit`` CPUs per task; more torch threads than that would make
     # co-located units thrash each other (measured 5-15x slowdowns on 2 cores).
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    apply_threads(threads)
     return unit()
 
 

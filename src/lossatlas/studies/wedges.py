@@ -596,21 +596,19 @@ def sweep_part(out: str, config_json: str, part_id: str) -> StageOutput:
         "l2": {"weight_decay": values},
         "batch": {"batch_size": int(values[0])},
     }.get(axis, {})
+    # The swept hyperparameter replaces its base value (LR, batch size) or adds to them (L2).
+    settings = {"batch_size": config.train.batch_size, "lr": sweep.base_lr, **hyper}
     pop = train_population(
         model,
         dataset.split("train"),
         members=len(values),
-        **{
-            "epochs": sweep.epochs,
-            "seed": config.seed,
-            "optimizer": config.train.optimizer,
-            "momentum": config.train.momentum,
-            "snapshot_every": 1,
-            "start": "shared",
-            "batch_size": config.train.batch_size,
-            "lr": sweep.base_lr,
-            **hyper,
-        },
+        epochs=sweep.epochs,
+        seed=config.seed,
+        optimizer=config.train.optimizer,
+        momentum=config.train.momentum,
+        snapshot_every=1,
+        start="shared",
+        **settings,
     )
     width_kw = sweep.width.model_dump(exclude={"snapshots", "split"})
     width_kw["seed"] = config.seed
@@ -641,9 +639,10 @@ def sweep_step(out: str, config_json: str) -> StageOutput:
     Every setting is a :class:`Part` (:func:`sweep_part`), fanned out on the run's executor.
     """
     config = RunConfig.model_validate_json(config_json)
+    settings = _sweep_settings(config)
     parts = [
         Part(part_id, sweep_part, (out, config_json, part_id), weight=len(values))
-        for part_id, (_, values) in _sweep_settings(config).items()
+        for part_id, (_, values) in settings.items()
     ]
     results = run_parts(out, "wedges/sweep/parts", parts, executor_for(config))
     arrays: dict[str, np.ndarray] = {}
@@ -651,7 +650,7 @@ def sweep_step(out: str, config_json: str) -> StageOutput:
     finals: dict[str, list[float]] = {}
     curves_by_axis: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     lr_counts: dict[str, dict[str, float]] = {}
-    for part_id, (axis, values) in _sweep_settings(config).items():
+    for part_id, (axis, values) in settings.items():
         result = results[part_id]
         finals.setdefault(axis, []).extend(result.scalars["final_width"])
         lr_counts.update(result.scalars.get("counts") or {})

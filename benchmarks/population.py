@@ -23,7 +23,7 @@ from lossatlas.config import DataConfig, ModelConfig
 from lossatlas.data import load_dataset
 from lossatlas.models import build_model
 from lossatlas.params import ParamSpace
-from lossatlas.population import initial_points, train_population
+from lossatlas.populations.train import initial_points, train_population
 from lossatlas.seeding import make_generator
 
 MEMBERS, EPOCHS, BATCH, LR, MOMENTUM, SEED = 16, 5, 128, 0.05, 0.9, 0

@@ -37,7 +37,7 @@ import torch
 
 from lossatlas.config import load_config
 from lossatlas.execute import Executor, LocalExecutor, Unit, run_units
-from lossatlas.execute_ray import RayExecutor
+from lossatlas.execute.ray import RayExecutor
 from lossatlas.stages.train import train_stage
 from lossatlas.store import AtlasStore
 from lossatlas.studies.config import RunConfig

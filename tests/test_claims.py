@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lossatlas.claims import Claim, load_claims, save_claims
+from lossatlas.stages.summary import write_summary
 from lossatlas.store import AtlasStore
-from lossatlas.studies import Claim, load_claims, save_claims, write_summary
 
 
 def claim(cid: str, holds: bool | None) -> Claim:

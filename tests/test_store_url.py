@@ -23,12 +23,13 @@ import torch
 from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.registry import known_implementations
 
+from lossatlas.claims import Claim, save_claims
 from lossatlas.errors import StoreError
 from lossatlas.execute import LocalExecutor, Unit, run_units
 from lossatlas.location import as_location, is_url, join_location, location_name
 from lossatlas.report import build_report
+from lossatlas.stages.summary import write_summary
 from lossatlas.store import AtlasStore
-from lossatlas.studies import Claim, save_claims, write_summary
 from tests.test_store import CONFIG, SRC, _snapshot
 
 # The same test body as for folders, collected here with this module's URL ``store`` fixture.

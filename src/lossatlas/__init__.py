@@ -6,6 +6,9 @@ The public API, grouped by stage of the data flow
 
 from importlib.metadata import PackageNotFoundError, version
 
+# Claims
+from lossatlas.claims import Claim, load_claims
+
 # Configuration
 from lossatlas.config import Config, ExecutionConfig, load_config
 
@@ -37,10 +40,8 @@ from lossatlas.models import available_models, build_model, register_model
 from lossatlas.params import ParamSpace
 
 # Populations
-from lossatlas.population import Population, train_population
-
-# Probes
-from lossatlas.probes.connectors import Connector, Tunnel, m_connector, tunnel
+from lossatlas.populations.jump import jump_and_retrain
+from lossatlas.populations.train import Population, train_population
 from lossatlas.probes.curvature import (
     HessianOperator,
     count_above,
@@ -49,14 +50,13 @@ from lossatlas.probes.curvature import (
     hessian_trace,
     spectral_density,
 )
-from lossatlas.probes.jump import jump_and_retrain
+
+# Probes
+from lossatlas.probes.paths import Connector, Tunnel, m_connector, tunnel
 from lossatlas.probes.subspace import Surface, rays, simplex_grid, surface, surface_through
 from lossatlas.probes.width import TunnelWidth, tunnel_width
 from lossatlas.stages import train_stage
 from lossatlas.store import AtlasStore
-
-# Studies
-from lossatlas.studies import Claim, load_claims
 
 try:
     __version__ = version("lossatlas")

@@ -313,18 +313,27 @@ def width(
     checkpoint: CheckpointOption = None,
     preset: PresetOption = "quick",
     config: ConfigOption = None,
-    directions: Annotated[int, typer.Option(help="Number of random directions K.")] = 32,
-    threshold: Annotated[float, typer.Option(help="Loss rise that ends the tunnel.")] = 0.1,
+    directions: Annotated[
+        int | None, typer.Option(help="Number of random directions K (default 32).")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Loss rise that ends the tunnel (default 0.1).")
+    ] = None,
     threshold_mode: Annotated[
-        str, typer.Option(help="additive, multiplicative or absolute.")
-    ] = "additive",
-    kind: Annotated[str, typer.Option(help="gaussian or filter directions.")] = "gaussian",
-    max_distance: Annotated[float, typer.Option(help="Longest distance searched.")] = 100.0,
-    split: Annotated[str, typer.Option(help="train, val or test.")] = "train",
-    seed: Annotated[int, typer.Option(help="Seed of the directions.")] = 0,
+        str | None, typer.Option(help="additive (default), multiplicative or absolute.")
+    ] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="gaussian (default) or filter directions.")
+    ] = None,
+    max_distance: Annotated[
+        float | None, typer.Option(help="Longest distance searched (default 100).")
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="train (default), val or test.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the directions (default 0).")] = None,
     snapshots: Annotated[
-        bool, typer.Option(help="Also track width over the stored training snapshots.")
-    ] = False,
+        bool | None,
+        typer.Option(help="Also track width over the stored training snapshots (default off)."),
+    ] = None,
     name: NameOption = "default",
     overrides: OverridesArg = None,
     debug: DebugOption = False,
@@ -333,18 +342,25 @@ def width(
     from lossatlas.config import WidthOptions
     from lossatlas.stages.width import width_stage
 
-    values = {
-        "n_directions": directions,
-        "threshold": threshold,
-        "threshold_mode": threshold_mode,
-        "direction_kind": kind,
-        "max_distance": max_distance,
-        "split": split,
-        "seed": seed,
-        "snapshots": snapshots,
-    }
+    values = _given(
+        {
+            "n_directions": directions,
+            "threshold": threshold,
+            "threshold_mode": threshold_mode,
+            "direction_kind": kind,
+            "max_distance": max_distance,
+            "split": split,
+            "seed": seed,
+            "snapshots": snapshots,
+        }
+    )
     where = (out, member, checkpoint, preset, config, overrides)
     _guarded(debug, _probe_action(width_stage, WidthOptions, values, where, name))
+
+
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    """The options the user gave: the options model owns every default."""
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def _validated(model: Any, **values: Any) -> Any:
@@ -366,18 +382,24 @@ def surface(
     checkpoint: CheckpointOption = None,
     preset: PresetOption = "quick",
     config: ConfigOption = None,
-    directions: Annotated[str, typer.Option(help="filter, gaussian, pca or eigen.")] = "filter",
-    dims: Annotated[int, typer.Option(help="1 (a line) or 2 (a plane).")] = 2,
-    span: Annotated[float, typer.Option(help="Coordinates run from -span to span.")] = 1.0,
-    steps: Annotated[int, typer.Option(help="Grid points per axis.")] = 51,
-    split: Annotated[str, typer.Option(help="train, val or test.")] = "train",
-    seed: Annotated[int, typer.Option(help="Seed of random directions.")] = 0,
+    directions: Annotated[
+        str | None, typer.Option(help="filter (default), gaussian, pca or eigen.")
+    ] = None,
+    dims: Annotated[int | None, typer.Option(help="1 (a line) or 2 (a plane, default).")] = None,
+    span: Annotated[
+        float | None, typer.Option(help="Coordinates run from -span to span (default 1).")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Grid points per axis (default 51).")] = None,
+    split: Annotated[str | None, typer.Option(help="train (default), val or test.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of random directions (default 0).")] = None,
     bn_recompute: Annotated[
-        bool, typer.Option(help="Recompute BatchNorm statistics at every point.")
-    ] = False,
+        bool | None,
+        typer.Option(help="Recompute BatchNorm statistics at every point (default off)."),
+    ] = None,
     row_chunks: Annotated[
-        int, typer.Option(help="Grid rows are split into this many units of work.")
-    ] = 4,
+        int | None,
+        typer.Option(help="Grid rows are split into this many units of work (default 4)."),
+    ] = None,
     name: NameOption = "default",
     executor: ExecutorOption = None,
     ray_address: RayAddressOption = None,
@@ -388,16 +410,18 @@ def surface(
     from lossatlas.config import SurfaceOptions
     from lossatlas.stages.surface import surface_stage
 
-    values = {
-        "directions": directions,
-        "dims": dims,
-        "span": span,
-        "steps": steps,
-        "split": split,
-        "seed": seed,
-        "bn_recompute": bn_recompute,
-        "row_chunks": row_chunks,
-    }
+    values = _given(
+        {
+            "directions": directions,
+            "dims": dims,
+            "span": span,
+            "steps": steps,
+            "split": split,
+            "seed": seed,
+            "bn_recompute": bn_recompute,
+            "row_chunks": row_chunks,
+        }
+    )
     where = (out, member, checkpoint, preset, config, overrides)
     action = _probe_action(
         surface_stage, SurfaceOptions, values, where, name, executor, ray_address
@@ -412,10 +436,14 @@ def curvature(
     checkpoint: CheckpointOption = None,
     preset: PresetOption = "quick",
     config: ConfigOption = None,
-    k: Annotated[int, typer.Option(help="Top eigenvalues by Lanczos.")] = 20,
-    method: Annotated[str, typer.Option(help="Counts: auto, exact or slq.")] = "auto",
+    k: Annotated[int | None, typer.Option(help="Top eigenvalues by Lanczos (default 20).")] = None,
+    method: Annotated[
+        str | None, typer.Option(help="Counts: auto (default), exact or slq.")
+    ] = None,
     samples: Annotated[int | None, typer.Option(help="Train samples (default: all).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the stochastic estimators.")] = 0,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the stochastic estimators (default 0).")
+    ] = None,
     name: NameOption = "default",
     executor: ExecutorOption = None,
     ray_address: RayAddressOption = None,
@@ -426,7 +454,7 @@ def curvature(
     from lossatlas.config import CurvatureOptions
     from lossatlas.stages.curvature import curvature_stage
 
-    values = {"k": k, "method": method, "eval_samples": samples, "seed": seed}
+    values = _given({"k": k, "method": method, "eval_samples": samples, "seed": seed})
     where = (out, member, checkpoint, preset, config, overrides)
     action = _probe_action(
         curvature_stage, CurvatureOptions, values, where, name, executor, ray_address
@@ -443,27 +471,16 @@ def _wedge_step(
     execution: dict[str, Any],
 ) -> None:
     """Train the base population if needed, then run one step of the wedge study."""
-    from lossatlas.stages.output import run_once
-    from lossatlas.stages.train import train_stage
-    from lossatlas.studies.wedges import WEDGE_STEPS, step_fingerprint
+    from lossatlas.studies.wedges.study import run_wedge_step
 
     cfg = _resolve_config(preset, config, overrides, execution)
-    train_stage(cfg, out)
-    _, function = WEDGE_STEPS[step]
-    ran = run_once(
-        out,
-        f"wedges/{step}",
-        step_fingerprint(cfg, step),
-        function,
-        str(out),
-        cfg.model_dump_json(),
-    )
+    ran = run_wedge_step(cfg, out, step)
     _print_claims(out, f"wedges/{step}", ran)
 
 
 def _print_claims(out: str | Path, group: str, ran: bool) -> None:
+    from lossatlas.claims import load_claims
     from lossatlas.store import AtlasStore
-    from lossatlas.studies import load_claims
 
     store = AtlasStore.open(out, read_only=True)
     ids = set(store.attrs(group).get("claims", []))
@@ -540,8 +557,8 @@ def report(
 ) -> None:
     """Re-render OUT/summary.json and OUT/report.html from the store (no recomputation)."""
     from lossatlas.report import build_report
+    from lossatlas.stages.summary import write_summary
     from lossatlas.store import AtlasStore
-    from lossatlas.studies import write_summary
 
     def action() -> None:
         store = AtlasStore.open(out, read_only=True)

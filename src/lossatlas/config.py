@@ -18,13 +18,19 @@ from lossatlas.errors import ConfigError
 
 __all__ = [
     "CORE_SECTIONS",
+    "DEFAULT_THRESHOLDS",
     "RUNTIME_SECTIONS",
     "Config",
+    "CountOptions",
+    "CurvatureOptions",
     "DataConfig",
     "ExecutionConfig",
     "ModelConfig",
     "ScheduleConfig",
+    "StrictModel",
+    "SurfaceOptions",
     "TrainConfig",
+    "WidthOptions",
     "apply_overrides",
     "available_presets",
     "core_config",
@@ -343,14 +349,30 @@ class SurfaceOptions(StrictModel):
     )
 
 
-class CurvatureOptions(StrictModel):
+# Curvature thresholds of the wedge paper's short-direction counts (PAPERS A4).
+DEFAULT_THRESHOLDS = (0.01, 0.02, 0.03, 0.05, 0.1)
+
+
+class CountOptions(StrictModel):
+    """Short-direction counts: Hessian eigenvalues above curvature thresholds (PAPERS A4).
+
+    Shared by the ``curvature`` command (:class:`CurvatureOptions`) and the wedge study, which
+    gives it its own defaults.
+    """
+
+    thresholds: list[float] = Field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
+    method: Literal["auto", "exact", "slq"] = Field(
+        "auto",
+        description="exact (dense Hessian) for small D, stochastic Lanczos quadrature otherwise",
+    )
+    num_probes: int = Field(8, gt=0, description="SLQ probe vectors")
+    lanczos_steps: int = Field(80, gt=1, description="SLQ Lanczos steps per probe")
+    eval_samples: int | None = Field(None, gt=0, description="train samples (default: all)")
+
+
+class CurvatureOptions(CountOptions):
     """``lossatlas curvature``: Hessian spectrum, trace and short-direction counts."""
 
     k: int = Field(20, gt=0, description="top eigenvalues by Lanczos")
-    thresholds: list[float] = Field(default_factory=lambda: [0.01, 0.02, 0.03, 0.05, 0.1])
-    method: Literal["auto", "exact", "slq"] = "auto"
-    num_probes: int = Field(8, gt=0)
-    lanczos_steps: int = Field(80, gt=1)
     trace_matvecs: int = Field(60, gt=2)
-    eval_samples: int | None = Field(None, gt=0, description="train samples (default: all)")
     seed: int = 0

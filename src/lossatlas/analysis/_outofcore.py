@@ -36,9 +36,19 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+from scipy import sparse
 from scipy.linalg.blas import dsyrk
 
-__all__ = ["Gram", "as_source", "iter_rows", "read_rows", "streamed_gram"]
+__all__ = [
+    "DEFAULT_BLOCK_MEMORY",
+    "Gram",
+    "as_source",
+    "gram_of",
+    "is_out_of_core",
+    "iter_rows",
+    "read_rows",
+    "streamed_gram",
+]
 
 # Scratch for float64 copies of column sub-blocks: small enough to stay cache/RAM friendly,
 # large enough that each BLAS call has plenty of work.
@@ -339,3 +349,28 @@ def streamed_gram(
         projections=projections,
         vectors=vecs,
     )
+
+
+DEFAULT_BLOCK_MEMORY = 512 * 2**20
+
+
+def is_out_of_core(X: Any) -> bool:
+    """Whether ``X`` is a chunked on-disk array (zarr, h5py) to be read in blocks only."""
+    return (
+        not isinstance(X, np.ndarray)
+        and not sparse.issparse(X)
+        and hasattr(X, "chunks")
+        and hasattr(X, "shape")
+        and hasattr(X, "dtype")
+        and len(X.shape) == 2
+    )
+
+
+def gram_of(X: Any, chunk_rows: int, block_memory: int, vectors: Any = None) -> tuple[Gram, Any]:
+    """The Gram of ``X`` (reused if ``X`` is one) and the source it was read from (or None)."""
+    if isinstance(X, Gram):
+        return X, None
+    source = as_source(X)
+    return streamed_gram(
+        source, vectors=vectors, chunk_rows=chunk_rows, block_memory=block_memory
+    ), source

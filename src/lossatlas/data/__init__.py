@@ -12,6 +12,7 @@ python batches). Add more with :func:`register_dataset`.
 
 from __future__ import annotations
 
+from lossatlas.data.adapter import Split, train_tensors, training_data
 from lossatlas.data.dataset import Dataset, RawData
 from lossatlas.data.pipeline import load_dataset
 from lossatlas.data.registry import (
@@ -27,10 +28,13 @@ __all__ = [
     "Dataset",
     "Loader",
     "RawData",
+    "Split",
     "augment_batch",
     "available_datasets",
     "load_dataset",
     "register_dataset",
+    "train_tensors",
+    "training_data",
     "unregister_dataset",
     "validate_arrays",
 ]

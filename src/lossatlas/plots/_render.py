@@ -1,4 +1,4 @@
-"""Turning figures into bytes for the store."""
+"""Turning figures into bytes for the store, and results' tensors into arrays to draw."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # headless: figures are rendered to bytes, never shown
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-__all__ = ["figure_to_png", "plotly_to_html"]
+__all__ = ["as_array", "figure_to_png", "plotly_to_html"]
 
 
 def figure_to_png(fig: Figure, *, dpi: int = 120) -> bytes:
@@ -31,3 +31,12 @@ def plotly_to_html(fig: Any) -> bytes:
     """
     html = fig.to_html(full_html=False, include_plotlyjs=False)
     return html.encode()
+
+
+def as_array(values: Any, dtype: Any = None) -> Any:
+    """``values`` (an array, a list, or a tensor on any device) as a numpy array to draw."""
+    import numpy as np
+
+    if hasattr(values, "detach"):  # a torch tensor, without importing torch here
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=dtype)

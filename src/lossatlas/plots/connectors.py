@@ -1,6 +1,6 @@
 """Tunnel and m-connector figures (paper A3, A5).
 
-These only draw what :mod:`lossatlas.probes.connectors` measured: every function takes arrays
+These only draw what :mod:`lossatlas.probes.paths` measured: every function takes arrays
 (tensors or numpy) and returns a matplotlib figure; turn it into PNG bytes with
 :func:`lossatlas.plots.figure_to_png`.
 """

@@ -1,6 +1,6 @@
 """Snapshot-ensemble figures (PAPERS A7): accuracy, running ensembles and diversity vs LR_max.
 
-These only draw what :mod:`lossatlas.probes.ensemble` measured.
+These only draw what :mod:`lossatlas.studies.wedges.ensemble` measured.
 """
 
 from __future__ import annotations

@@ -2,20 +2,37 @@
 
 Each jump is one line, coloured by its jump size (one legend entry per size), so the four rays'
 trajectories of one size read as one colour. These only draw what
-:mod:`lossatlas.probes.jump` measured.
+:mod:`lossatlas.populations.jump` measured.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 # The package __init__ imports _render first, which selects the headless Agg backend.
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["plot_jump_accuracy", "plot_jump_distance", "plot_jump_loss"]
+from lossatlas.plots._render import as_array
+
+__all__ = [
+    "JumpCurves",
+    "jump_figures",
+    "plot_jump_accuracy",
+    "plot_jump_distance",
+    "plot_jump_loss",
+]
+
+
+class JumpCurves(Protocol):
+    """What :func:`jump_figures` reads from a jump run (a ``JumpRun``): tensors or arrays."""
+
+    epoch: Any  # (T,)
+    size: Any  # (M,)
+    distance: Any  # (M, T)
+    history: Mapping[str, Any]  # "{split}_{loss,acc}" -> (M, T)
 
 
 def _size_colors(size: np.ndarray) -> dict[float, Any]:
@@ -142,3 +159,21 @@ def plot_jump_distance(
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def jump_figures(run: JumpCurves, *, title: str | None = None) -> dict[str, Figure]:
+    """The figures of a jump run: name -> matplotlib ``Figure`` (loss, distance, accuracy)."""
+    epoch, size = as_array(run.epoch), as_array(run.size)
+
+    def curves(metric: str) -> dict[str, np.ndarray]:
+        return {
+            split: as_array(run.history[f"{split}_{metric}"])
+            for split in ("train", "val", "test")
+            if f"{split}_{metric}" in run.history
+        }
+
+    return {
+        "jump_loss": plot_jump_loss(epoch, curves("loss"), size, title=title),
+        "jump_distance": plot_jump_distance(epoch, as_array(run.distance), size, title=title),
+        "jump_accuracy": plot_jump_accuracy(epoch, curves("acc"), size, title=title),
+    }

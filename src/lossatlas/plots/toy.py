@@ -1,4 +1,4 @@
-"""Figures of the toy n-wedge experiments (:mod:`lossatlas.toy.experiments`).
+"""Figures of the toy n-wedge experiments (:mod:`lossatlas.studies.wedges.toy`).
 
 These only draw what the experiments measured: arrays in, figures out.
 """

@@ -6,17 +6,29 @@ These only draw what :mod:`lossatlas.probes.width` measured.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 # The package __init__ imports _render first, which selects the headless Agg backend.
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-if TYPE_CHECKING:
-    from lossatlas.probes.width import TunnelWidth
+from lossatlas.plots._render import as_array
 
-__all__ = ["plot_width_distribution", "plot_width_vs_norm"]
+__all__ = ["WidthResult", "plot_width_distribution", "plot_width_vs_norm"]
+
+
+class WidthResult(Protocol):
+    """What :func:`plot_width_distribution` reads (a ``lossatlas.probes.width.TunnelWidth``)."""
+
+    distances: Any  # (K,) tensor or array
+    censored_mask: Any  # (K,) bool
+    max_distance: float
+    mean: float
+    threshold: float
+    threshold_mode: str
+    base_loss: float
+    weight_norm: float
 
 
 def plot_width_vs_norm(
@@ -75,7 +87,7 @@ def plot_width_vs_norm(
 
 
 def plot_width_distribution(
-    width: TunnelWidth,
+    width: WidthResult,
     *,
     bins: int = 20,
     title: str | None = "Distance to threshold per direction",
@@ -89,8 +101,8 @@ def plot_width_distribution(
         title: axes title (None for none).
         figsize: figure size in inches.
     """
-    distances = width.distances.detach().cpu().numpy().astype(float)
-    censored = width.censored_mask.detach().cpu().numpy().astype(bool)
+    distances = as_array(width.distances, float)
+    censored = as_array(width.censored_mask, bool)
     fig, ax = plt.subplots(figsize=figsize)
     # Shared bin edges so the two groups stack on one axis.
     edges = np.histogram_bin_edges(distances, bins=bins)

@@ -1,7 +1,7 @@
 """Geometry shared by tunnels and m-connectors: span bases, polylines, connector layouts.
 
 Nothing here touches a model: these are pure tensor helpers for
-:mod:`lossatlas.probes.connectors`.
+:mod:`lossatlas.probes.paths`.
 
 Connector layout. The vertex table of a connector over ``m + 1`` optima is
 ``[optimum 0, ..., optimum m, point 0, point 1, ...]`` where the points are the barycentres of a

@@ -46,9 +46,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from lossatlas.data.adapter import training_data
 from lossatlas.evaluate import LossFn, evaluate_points
 from lossatlas.params import DirectionKind, ParamSpace
-from lossatlas.population import _resolve_data
 from lossatlas.seeding import make_generator
 
 __all__ = ["ThresholdMode", "TunnelWidth", "tunnel_width", "width_over_snapshots"]
@@ -328,7 +328,7 @@ def width_over_snapshots(
 
 
 def _split_tensors(data: Any, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    _, _, splits = _resolve_data(data)
+    _, _, splits = training_data(data)
     if split not in splits:
         raise ValueError(f"no split '{split}' in the data (available: {', '.join(splits)})")
     return splits[split]

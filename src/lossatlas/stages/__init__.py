@@ -3,6 +3,6 @@
 The CLI commands are thin wrappers around these.
 """
 
-from lossatlas.stages.train import TRAIN_GROUP, TrainSummary, open_store, train_stage
+from lossatlas.stages.train import TRAIN_GROUP, TrainSummary, train_stage
 
-__all__ = ["TRAIN_GROUP", "TrainSummary", "open_store", "train_stage"]
+__all__ = ["TRAIN_GROUP", "TrainSummary", "train_stage"]

@@ -35,6 +35,8 @@ __all__ = [
     "trace_part",
 ]
 
+DESCRIPTION = "Hessian spectrum: top eigenvalues, trace and eigenvalue density."
+
 # Points of the smoothed density drawn in the spectrum figures.
 _DENSITY_POINTS = 400
 
@@ -180,4 +182,6 @@ def curvature_stage(
     executor: Executor | None = None,
 ) -> tuple[str, bool]:
     """Run the curvature probe on ``request``'s target; see :func:`run_probe`."""
-    return run_probe(request, "curvature", name, options, compute_curvature, executor)
+    return run_probe(
+        request, "curvature", name, options, compute_curvature, executor, description=DESCRIPTION
+    )

@@ -1,7 +1,9 @@
 """Resumable steps of work whose results go into store groups.
 
 A step computes a :class:`StageOutput` (arrays, scalars, rendered figures and claims) and
-:func:`run_once` writes it under its group, then marks the group's single unit complete. The
+:func:`run_once` writes it under its group, then marks the group's single unit complete. Study
+steps share one signature, :data:`Step` (``step(out, config_json, **key)``), and run through
+:func:`run_step`. The
 group's fingerprint (the step's options and inputs) makes a re-run with the same settings a
 no-op and a re-run with other settings an error, never a silent mix.
 
@@ -14,18 +16,29 @@ subgroup, and the step reads them all back with :func:`read_output` to make figu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lossatlas.claims import Claim, save_claims
 from lossatlas.execute import Executor, LocalExecutor, Unit, run_units
 from lossatlas.store import AtlasStore
-from lossatlas.studies.claims import Claim, save_claims
 
-__all__ = ["Part", "StageOutput", "read_output", "run_once", "run_parts", "write_output"]
+__all__ = [
+    "SECTION_ATTR",
+    "Part",
+    "StageOutput",
+    "Step",
+    "describe_section",
+    "read_output",
+    "run_once",
+    "run_parts",
+    "run_step",
+    "write_output",
+]
 
 _RESULT_UNIT = "result"
 
@@ -137,6 +150,36 @@ def run_once(
     return bool(run_units(LocalExecutor(progress=False), store, group, [unit], description=group))
 
 
+Step = Callable[..., StageOutput]
+"""A step of a study: ``step(out, config_json, **key) -> StageOutput``.
+
+``out`` is the run folder (or URL) and ``config_json`` the whole run config as JSON, so a step
+can run in any process; ``key`` names which piece of the study it computes (for example
+``net="good", seed=1``) and holds only JSON-able values. (A ``Callable`` rather than a
+``Protocol``: a protocol with ``**key`` would not admit steps that name their keys.)
+"""
+
+
+def run_step(
+    out: str | Path,
+    group: str,
+    fingerprint: dict[str, Any],
+    step: Step,
+    config_json: str,
+    *,
+    key: dict[str, Any] | None = None,
+    attrs: dict[str, Any] | None = None,
+) -> bool:
+    """Run a study step once into ``group`` (see :func:`run_once`); returns whether it ran."""
+    return run_once(
+        out, group, fingerprint, _call_step, step, str(out), config_json, key or {}, attrs=attrs
+    )
+
+
+def _call_step(step: Step, out: str, config_json: str, key: dict[str, Any]) -> StageOutput:
+    return step(out, config_json, **key)
+
+
 def _compute_and_write(
     out: str, group: str, compute: Callable[..., StageOutput], args: tuple[Any, ...]
 ) -> None:
@@ -146,3 +189,26 @@ def _compute_and_write(
     store.ensure_group(group, units=False)  # a part's own group; nobody else writes it
     write_output(store, group, output)
     store.record_timing(group, "compute", time.perf_counter() - started)
+
+
+SECTION_ATTR = "section"
+"""The attribute in which a top-level group describes itself to the report."""
+
+
+def describe_section(
+    store: AtlasStore,
+    group: str,
+    *,
+    title: str,
+    text: str,
+    order: int,
+    steps: Sequence[str] = (),
+) -> None:
+    """Write how the report presents a top-level group: its title, one line of text (a study's
+    citation, or what the group holds), its place on the page and its steps' order.
+
+    The report reads these instead of knowing the studies and stages by name.
+    """
+    store.ensure_group(group)
+    section = {"title": title, "text": text, "order": order, "steps": list(steps)}
+    store.update_attrs(group, {SECTION_ATTR: section})

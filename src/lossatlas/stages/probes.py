@@ -21,12 +21,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from lossatlas.config import Config
+from lossatlas.context import open_store
 from lossatlas.errors import StoreError
 from lossatlas.execute import Executor, LocalExecutor, executor_for
 from lossatlas.location import Location
-from lossatlas.stages.output import Part, StageOutput, run_once, run_parts
+from lossatlas.stages.output import Part, StageOutput, describe_section, run_once, run_parts
 from lossatlas.stages.target import Target, target_from_checkpoint, target_from_store
-from lossatlas.stages.train import open_store
 from lossatlas.store import AtlasStore
 
 __all__ = ["JOBS_GROUP", "PROBES_GROUP", "ProbeJobs", "ProbeRequest", "run_probe"]
@@ -112,10 +112,13 @@ def run_probe(
     compute: ProbeCompute,
     executor: Executor | None = None,
     *,
+    description: str = "",
     runtime_options: Collection[str] = (),
 ) -> tuple[str, bool]:
     """Run ``compute(target, options, jobs)`` once and store its output under ``probes/kind/name``.
 
+    ``description`` (one line: what the probe measures) is written into the group's attrs, for
+    the report.
     ``jobs`` (a :class:`ProbeJobs`) runs the probe's independent parts on ``executor``;
     default: the one ``request.config``'s ``execution`` section asks for, else a local one.
     ``runtime_options`` names options that say how the work is split, not what it computes
@@ -128,6 +131,13 @@ def run_probe(
     if executor is None:
         executor = _default_executor(request)
     store, target = request.open()
+    describe_section(
+        store,
+        PROBES_GROUP,
+        title="Probes",
+        text="Probes of one trained point, run on their own (lossatlas width, surface, ...).",
+        order=2,
+    )
     group = f"{PROBES_GROUP}/{kind}/{name}"
     fingerprint = {
         "options": options.model_dump(mode="json", exclude=set(runtime_options)),
@@ -136,7 +146,14 @@ def run_probe(
     jobs = ProbeJobs(request, group, executor)
     try:
         ran = run_once(
-            store.out_dir, group, fingerprint, compute, target, options, jobs, attrs={"kind": kind}
+            store.out_dir,
+            group,
+            fingerprint,
+            compute,
+            target,
+            options,
+            jobs,
+            attrs={"kind": kind, "description": description} if description else {"kind": kind},
         )
     except StoreError as exc:
         if "different config" not in str(exc):

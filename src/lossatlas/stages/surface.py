@@ -44,6 +44,8 @@ __all__ = [
     "surface_stage",
 ]
 
+DESCRIPTION = "Loss on lines and planes through the point."
+
 # Options that say how the grid is split into jobs, not what it holds: not fingerprinted.
 _RUNTIME_OPTIONS = frozenset({"row_chunks"})
 _SETUP_STEP = "setup"
@@ -209,5 +211,6 @@ def surface_stage(
         options,
         compute_surface,
         executor,
+        description=DESCRIPTION,
         runtime_options=_RUNTIME_OPTIONS,
     )

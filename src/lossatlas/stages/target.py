@@ -10,11 +10,12 @@ from torch import nn
 
 from lossatlas.checkpoint import load_checkpoint
 from lossatlas.config import CORE_SECTIONS, Config
+from lossatlas.context import run_dataset, template_model
 from lossatlas.data import Dataset
 from lossatlas.errors import StoreError
 from lossatlas.location import Location
 from lossatlas.params import ParamSpace
-from lossatlas.stages.train import TRAIN_GROUP, run_dataset, template_model
+from lossatlas.stages.train import TRAIN_GROUP
 from lossatlas.store import AtlasStore
 
 __all__ = ["Target", "store_config", "target_from_checkpoint", "target_from_store"]

@@ -16,33 +16,23 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from lossatlas.config import CORE_SECTIONS, RUNTIME_SECTIONS, Config, core_config
-from lossatlas.data import Dataset, load_dataset
+from lossatlas.config import Config, core_config
+from lossatlas.context import config_fingerprint, open_store, run_dataset, template_model
+from lossatlas.data import Dataset
 from lossatlas.execute import Executor, Unit, executor_for, run_units
 from lossatlas.location import Location, as_location
-from lossatlas.models import build_model
 from lossatlas.optim import HyperParams
 from lossatlas.params import ParamSpace
-from lossatlas.population import METRICS, TrainPlan, fit_members, initial_points
-from lossatlas.runtime import resolve_device, resolve_dtype
-from lossatlas.seeding import derive_seed
+from lossatlas.populations.train import METRICS, TrainPlan, fit_members, initial_points
+from lossatlas.stages.output import describe_section
 from lossatlas.store import AtlasStore
 
-__all__ = [
-    "TRAIN_GROUP",
-    "TrainSummary",
-    "open_store",
-    "run_dataset",
-    "template_model",
-    "train_stage",
-]
+__all__ = ["TRAIN_GROUP", "TrainSummary", "train_stage"]
 
 TRAIN_GROUP = "train"
 
@@ -59,43 +49,6 @@ class TrainSummary:
     final: dict[str, np.ndarray]  # "{split}_{metric}" -> (K,) at the last epoch
     diverged: np.ndarray  # (K,) bool
     seconds: float
-
-
-def config_fingerprint(config: Config) -> dict[str, Any]:
-    """The settings that determine the numbers; device and executor may change between runs."""
-    return config.model_dump(mode="json", include=set(CORE_SECTIONS - RUNTIME_SECTIONS))
-
-
-def open_store(out: str | Path, config: Config) -> AtlasStore:
-    """Open or create ``OUT/atlas.zarr`` for ``config`` (refusing a store of another config)."""
-    return AtlasStore.open(
-        out, config=config.model_dump(mode="json"), fingerprint=config_fingerprint(config)
-    )
-
-
-def run_dataset(config: Config) -> Dataset:
-    """The dataset of ``config`` on its device and dtype (cached per config in-process)."""
-    return _cached_dataset(config.model_dump_json(include={"data", "device", "dtype"}))
-
-
-@lru_cache(maxsize=4)
-def _cached_dataset(data_json: str) -> Dataset:
-    # Units of one run share a process on the local executor; build the data once.
-    config = Config.model_validate_json(data_json)
-    device, dtype = resolve_device(config.device), resolve_dtype(config.dtype)
-    return load_dataset(config.data).to(device, dtype)
-
-
-def template_model(config: Config, dataset: Dataset) -> torch.nn.Module:
-    """The run's model with its seeded template weights, on the run's device and dtype."""
-    model = build_model(
-        config.model,
-        dataset.input_shape,
-        dataset.num_classes,
-        seed=derive_seed(config.seed, "template"),
-    )
-    device, dtype = resolve_device(config.device), resolve_dtype(config.dtype)
-    return model.to(device=device, dtype=dtype)
 
 
 def train_stage(
@@ -137,6 +90,14 @@ def train_stage(
         },
         fingerprint=config_fingerprint(config),
     )
+    if group == TRAIN_GROUP:
+        describe_section(
+            store,
+            group,
+            title="Training",
+            text="The trained population that the studies and probes start from.",
+            order=3,
+        )
     _create_arrays(store, config, space, dataset, model, group)
     units = [
         Unit(

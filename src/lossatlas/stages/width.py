@@ -20,6 +20,8 @@ from lossatlas.store import AtlasStore
 
 __all__ = ["compute_width", "width_stage"]
 
+DESCRIPTION = "Tunnel width: distance along random directions until the loss rises by a threshold."
+
 
 def _width_kwargs(options: WidthOptions) -> dict[str, Any]:
     return {
@@ -108,4 +110,6 @@ def width_stage(
     ``executor`` is accepted like the other probes' but has no jobs to run (see
     :func:`compute_width`).
     """
-    return run_probe(request, "width", name, options, compute_width, executor)
+    return run_probe(
+        request, "width", name, options, compute_width, executor, description=DESCRIPTION
+    )

@@ -1,5 +1,5 @@
-"""The two studies (Fort & Jastrzebski 2019; Horoi et al. 2022) and their claims."""
+"""The two studies: the wedge model (Fort & Jastrzebski 2019) in :mod:`~.wedges` and geometry
+and topology (Horoi et al. 2022) in :mod:`~.horoi`; :mod:`~.run` runs both.
 
-from lossatlas.studies.claims import Claim, load_claims, save_claims, write_summary
-
-__all__ = ["Claim", "load_claims", "save_claims", "write_summary"]
+This ``__init__`` imports nothing, so that a study's options can be read without loading it.
+"""

@@ -9,12 +9,13 @@ from typing import Any
 
 from rich.console import Console
 
+from lossatlas.claims import load_claims
+from lossatlas.context import open_store, run_dataset, template_model
 from lossatlas.execute import Executor, executor_for
 from lossatlas.location import Location, as_location
-from lossatlas.stages.train import open_store, run_dataset, template_model
-from lossatlas.studies.claims import load_claims, write_summary
+from lossatlas.stages.summary import write_summary
 from lossatlas.studies.config import RunConfig
-from lossatlas.studies.wedges import WEDGE_STEPS, run_wedges
+from lossatlas.studies.wedges.study import WEDGE_STEPS, run_wedges
 
 __all__ = ["RunResult", "run_all"]
 
@@ -113,9 +114,8 @@ def run_all(config: RunConfig, out: str | Path, *, console: Console | None = Non
 
 def _horoi_runner(config: RunConfig, out: Location, executor: Executor) -> Any:
     """A thunk running the geometry & topology study, or None when it is disabled."""
-    section = getattr(config, "horoi", None)
-    if section is None or not section.enabled:
+    if not config.horoi.enabled:
         return None
-    from lossatlas.studies.horoi import run_horoi
+    from lossatlas.studies.horoi.study import run_horoi
 
-    return lambda: run_horoi(config, section, out, executor=executor)
+    return lambda: run_horoi(config, out, executor=executor)

@@ -1,0 +1,55 @@
+"""Choosing an executor: by name, or the one a config's ``execution`` section asks for."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from lossatlas.config import Config, ExecutionConfig
+from lossatlas.errors import ConfigError
+from lossatlas.execute.base import Executor
+from lossatlas.execute.local import LocalExecutor
+
+__all__ = ["executor_for", "get_executor"]
+
+
+def _ray_executor(**options: Any) -> Executor:
+    # Imported on demand: Ray is an optional extra and slow to import.
+    from lossatlas.execute.ray import RayExecutor
+
+    return RayExecutor(**options)
+
+
+_EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor, "ray": _ray_executor}
+
+
+def get_executor(name: str = "local", **options: Any) -> Executor:
+    """The executor called ``name``, built with ``options`` (e.g. ``progress=False``)."""
+    factory = _EXECUTORS.get(name)
+    if factory is None:
+        available = ", ".join(sorted(_EXECUTORS))
+        raise ConfigError(f"unknown executor '{name}' (available: {available})")
+    try:
+        return factory(**options)
+    except TypeError as exc:
+        raise ConfigError(f"executor '{name}' does not accept options {sorted(options)}") from exc
+
+
+def executor_for(config: Config | ExecutionConfig, *, progress: bool | None = None) -> Executor:
+    """The executor a config's ``execution`` section asks for, connected and ready.
+
+    Call it before creating a store, so that an unreachable cluster leaves nothing behind.
+    """
+    execution = config.execution if isinstance(config, Config) else config
+    if execution.executor == "ray":
+        executor = get_executor(
+            "ray",
+            address=execution.ray_address,
+            max_retries=execution.max_retries,
+            cpus_per_unit=execution.cpus_per_unit,
+            progress=progress,
+        )
+        # Join the cluster now: a bad address or a missing extra fails before any work.
+        executor.connect()  # type: ignore[attr-defined]
+        return executor
+    return get_executor(execution.executor, progress=progress)

@@ -1,0 +1,76 @@
+"""What the subspace probes share: resolving data and device, the evaluator, result helpers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from lossatlas.data.adapter import training_data
+from lossatlas.evaluate import LossFn, Strategy
+from lossatlas.params import ParamSpace
+from lossatlas.probes._grid import SubspaceEvaluator
+
+__all__ = ["Setup", "as_rows", "make_evaluator", "resolve_setup", "to_numpy"]
+
+
+def to_numpy(t: Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+@dataclass
+class Setup:
+    space: ParamSpace
+    x: Tensor
+    y: Tensor
+    dtype: torch.dtype
+    device: torch.device
+
+
+def resolve_setup(model: nn.Module, data: Any, split: str, like: Tensor | None) -> Setup:
+    """Resolve ``data``'s split and the compute device/dtype (``like``'s, else the model's)."""
+    _, _, splits = training_data(data)
+    if split not in splits:
+        raise ValueError(f"no split '{split}' in the data (available: {', '.join(splits)})")
+    x, y = splits[split]
+    space = ParamSpace(model)
+    if like is None:
+        first = next(model.parameters())
+        device = x.device if x.device.type != "cpu" else first.device
+        dtype = first.dtype
+    else:
+        device, dtype = like.device, like.dtype
+    x = x.to(device=device, dtype=dtype if x.is_floating_point() else None)
+    return Setup(space, x, y.to(device), dtype, device)
+
+
+def make_evaluator(
+    model: nn.Module,
+    setup: Setup,
+    *,
+    loss_fn: LossFn | None,
+    bn_data: Any,
+    memory_budget_mb: float,
+    strategy: Strategy,
+    shortcut: bool,
+) -> SubspaceEvaluator:
+    return SubspaceEvaluator(
+        model,
+        setup.x,
+        setup.y,
+        loss_fn=loss_fn,
+        bn_data=bn_data,
+        memory_budget_mb=memory_budget_mb,
+        strategy=strategy,
+        shortcut=shortcut,
+    )
+
+
+def as_rows(t: Tensor, dim: int, what: str) -> Tensor:
+    rows = t.detach().reshape(1, -1) if t.dim() == 1 else t.detach()
+    if rows.dim() != 2 or rows.shape[1] != dim:
+        raise ValueError(f"{what} must have shape (n, {dim}), got {tuple(t.shape)}")
+    return rows

@@ -1,0 +1,558 @@
+"""A7: snapshot ensembles from a cyclic learning rate: prediction ensemble vs SWA vs one snapshot.
+
+Claims ``wedge.ensemble_vs_swa`` and ``wedge.ensemble_baselines``. PAPERS.md A7 (paper §4.5, Fig 6).
+From a shared, already trained start point, a cyclic LR (cosine restarts from ``LR_max`` down to
+``min_factor * LR_max``) throws the network into a new region at every restart and lets it settle at
+the cycle's end, where a snapshot is taken. The claim: the higher ``LR_max``, the further apart (in
+angle and in predicted labels) successive snapshots land, which helps a *prediction* ensemble
+(average of softmax outputs) and hurts a *weight* average (SWA).
+
+The experiment here:
+
+1. **Warm-up** (:func:`~lossatlas.populations.cyclic.cyclic_snapshots`, ``warmup_epochs``):
+   the start point is trained first, as its own one-member population run, because the paper
+   starts cycling from a trained network.
+2. **Cycling**: ONE population with one member per ``LR_max``, all from that start, trained in
+   lock-step; each member's snapshots are taken at its cycle ends.
+3. **Measurements** (:func:`measure_snapshots`) for each member: test accuracy of every snapshot
+   (the last one, and the mean over snapshots), of the prediction ensemble over the snapshots
+   (and of the ensemble of the first ``s``), of SWA (weights averaged; BatchNorm statistics
+   recomputed on the training inputs at the average, as SWA requires), the angles and the label
+   disagreement between successive snapshots, and the same over all pairs.
+4. **Baselines** (claim ``wedge.ensemble_baselines``), measured the same way:
+
+   * an *independent-run* ensemble: ``independent_members`` networks from independent seeded
+     inits, trained together as one population, each with the budget of a whole snapshot run
+     (``warmup_epochs + cycles * cycle_epochs`` epochs, cosine-annealed from
+     ``independent_lr``). So it costs ``independent_members`` times as much as one snapshot
+     ensemble: it is the usual upper reference, not a same-cost competitor.
+   * FGE (fast geometric ensembling, Garipov et al. 2018): from the same start, short cycles
+     (``fge_cycle_epochs``, 2 by default) at a small ``fge_lr_max`` (half the warm-up LR, so
+     the cycles explore around one mode), a snapshot at every cycle end.
+
+Why SGD and these LRs: the paper used Adam with LR_max 16e-4 .. 200e-4 on a CIFAR-10 CNN. On
+MNIST-1D with the default ``mlp`` the rest of lossatlas trains with SGD (momentum 0.9, LR 0.1),
+so the start point is trained that way (30 epochs cosine-annealed from 0.1: ≈ 0.94 train and
+≈ 0.61-0.62 test accuracy) and LR_max spans 0.01 .. 0.4, from a tenth of the training LR,
+where successive snapshots stay within ≈ 0.5° and SWA ≈ ensemble (like the paper's 16e-4), to
+4x it, near the edge of stability, where the snapshots no longer fit the training set
+(≈ 0.8 train accuracy) and SWA falls well below the ensemble (towards the paper's 200e-4
+row). Cycles of 3 epochs let the LR settle at the end of each one; 10 cycles give the
+paper's 10 snapshots.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lossatlas.batchnorm import norm_modules
+from lossatlas.claims import Claim
+from lossatlas.config import ScheduleConfig
+from lossatlas.context import run_dataset, template_model
+from lossatlas.data.adapter import Split, training_data
+from lossatlas.evaluate import LossFn
+from lossatlas.populations.cyclic import cyclic_snapshots
+from lossatlas.populations.train import train_population
+from lossatlas.seeding import derive_seed
+from lossatlas.stages.output import StageOutput
+from lossatlas.studies.config import RunConfig
+from lossatlas.studies.wedges._snapshot_measures import measure_snapshots, nan_measurements
+from lossatlas.studies.wedges.config import EnsembleConfig
+
+__all__ = [
+    "EnsembleResult",
+    "ensemble_claims",
+    "ensemble_experiment",
+    "ensemble_figures",
+    "ensemble_step",
+    "run_ensembles",
+]
+
+
+# Paper A7, CIFAR-10 CNN, 10 snapshots (PAPERS.md); "≈" values read off Fig 6.
+PAPER_TABLE: dict[str, Any] = {
+    "accuracy": {
+        "lr_max": [16e-4, 32e-4, 64e-4],
+        "ensemble": [0.733, 0.740, 0.738],
+        "swa": [0.728, 0.724, 0.695],
+        "single": [0.722, 0.718, 0.714],
+    },
+    "diversity": {
+        "lr_max": [16e-4, 32e-4, 64e-4, 100e-4, 200e-4],
+        "angle_deg": [8.0, 14.0, 24.5, 40.0, 60.0],
+        "disagreement": [None, 0.105, 0.15, 0.20, 0.34],
+        "swa_minus_ensemble": [0.0, -0.004, -0.016, -0.043, -0.41],
+    },
+}
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+# --------------------------------------------------------------------------- experiment
+
+
+@dataclass
+class EnsembleResult:
+    """Result of :func:`ensemble_experiment` / :func:`run_ensembles`.
+
+    Attributes:
+        arrays: numpy arrays by name. ``L = len(lr_max)`` rows, ``S = cycles`` snapshots:
+            ``lr_max`` (L,), ``snapshot_steps`` (S,), ``start_test_acc`` (),
+            ``diverged`` (L,), and every key of :func:`measure_snapshots` stacked over LR_max
+            (``snapshot_acc`` (L, S), ``ensemble_acc`` (L,), ``successive_angle`` (L, S-1),
+            ``angle_matrix`` (L, S, S), ...). Baselines, when run, under ``independent/`` and
+            ``fge/`` with the keys of :func:`measure_snapshots` (unstacked; for
+            ``independent/`` the "snapshots" are the members, in seed order).
+        claims: ``wedge.ensemble_vs_swa`` and ``wedge.ensemble_baselines`` (filled by
+            :func:`run_ensembles` or :func:`ensemble_claims`).
+        figures: file name -> PNG bytes (filled by :func:`run_ensembles`).
+        meta: config, sizes, setup description and wall times.
+    """
+
+    arrays: dict[str, np.ndarray]
+    claims: list[Claim] = field(default_factory=list)
+    figures: dict[str, bytes] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _splits(data: Any, test_data: Split | None) -> tuple[Split, Split, str]:
+    x_train, y_train, splits = training_data(data)
+    if test_data is not None:
+        return (x_train, y_train), test_data, "test"
+    if "test" in splits:
+        return (x_train, y_train), splits["test"], "test"
+    # An (X, y) pair has no held-out split; say so in the result rather than fail.
+    return (x_train, y_train), (x_train, y_train), "train"
+
+
+def ensemble_experiment(
+    model: nn.Module,
+    data: Any,
+    config: EnsembleConfig | None = None,
+    *,
+    seed: int = 0,
+    test_data: Split | None = None,
+    start_params: torch.Tensor | None = None,
+    loss_fn: LossFn | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> EnsembleResult:
+    """Run the cyclic-LR snapshot experiment and its baselines; measure everything.
+
+    Args:
+        model: any ``nn.Module``; the start point is its current parameters (or
+            ``start_params``), trained for ``config.warmup_epochs`` first.
+        data: a lossatlas ``Dataset`` (its test split is measured), ``(X, y)`` or a
+            ``DataLoader`` (then pass ``test_data``, or the training data is measured).
+        config: every knob (default :class:`EnsembleConfig`).
+        seed: root seed of data orders and of the independent members' inits.
+        test_data: ``(X, y)`` to measure on, overriding the dataset's test split.
+        start_params: ``(D,)`` start point instead of the model's parameters.
+        loss_fn: training loss; cross-entropy by default.
+        progress: called with a short message before each stage.
+
+    Returns:
+        an :class:`EnsembleResult` with ``arrays`` and ``meta`` (no claims or figures yet).
+    """
+    cfg = config or EnsembleConfig()
+    say = progress or (lambda message: None)
+    (x_train, _), (x_test, y_test), measured_on = _splits(data, test_data)
+    timings: dict[str, float] = {}
+    train_kw = {
+        "optimizer": cfg.optimizer,
+        "momentum": cfg.momentum,
+        "weight_decay": cfg.weight_decay,
+        "batch_size": cfg.batch_size,
+        "loss_fn": loss_fn,
+    }
+
+    say("ensembles: warm-up and cyclic snapshots")
+    t0 = time.perf_counter()
+    run = cyclic_snapshots(
+        model,
+        data,
+        lr_max=cfg.lr_max,
+        cycles=cfg.cycles,
+        cycle_epochs=cfg.cycle_epochs,
+        min_factor=cfg.min_factor,
+        warmup_epochs=cfg.warmup_epochs,
+        warmup_lr=cfg.warmup_lr,
+        warmup_schedule=cfg.warmup_schedule,
+        start_params=start_params,
+        seed=seed,
+        **train_kw,
+    )
+    timings["cyclic"] = time.perf_counter() - t0
+    assert run.snapshots is not None
+
+    def measure(
+        points: torch.Tensor, origin: torch.Tensor | None, diverged: bool = False
+    ) -> dict[str, np.ndarray]:
+        # A diverged member is frozen at its last finite point, which is no snapshot of a
+        # converged cycle: report NaN rather than numbers that look meaningful.
+        if diverged:
+            return nan_measurements(points.shape[0])
+        # Every set is measured the same way: on the test split, BatchNorm from train inputs.
+        return measure_snapshots(
+            run.space,
+            points,
+            x_test,
+            y_test,
+            bn_x=x_train,
+            bn_batch_size=cfg.bn_batch_size,
+            origin=origin,
+        )
+
+    t0 = time.perf_counter()
+    per_lr = [
+        measure(run.snapshots[k], run.start, bool(run.diverged[k])) for k in range(len(cfg.lr_max))
+    ]
+    start_acc = measure(run.start.reshape(1, -1), None)["snapshot_acc"][0]
+    arrays: dict[str, np.ndarray] = {
+        "lr_max": np.asarray(cfg.lr_max, dtype=np.float64),
+        "snapshot_steps": np.asarray(run.snapshot_steps, dtype=np.int64),
+        "start_test_acc": np.asarray(start_acc),
+        "diverged": run.diverged.cpu().numpy(),
+    }
+    for key in per_lr[0]:
+        arrays[key] = np.stack([m[key] for m in per_lr])
+    timings["measure"] = time.perf_counter() - t0
+
+    if cfg.independent_members:
+        say("ensembles: independent-run baseline")
+        t0 = time.perf_counter()
+        budget = cfg.warmup_epochs + math.ceil(cfg.cycles * cfg.cycle_epochs)
+        independent = train_population(
+            model,
+            data,
+            members=cfg.independent_members,
+            epochs=budget,
+            lr=cfg.independent_lr,
+            schedule=ScheduleConfig(kind="cosine", min_factor=0.01),
+            start="independent",
+            seed=derive_seed(seed, "ensemble", "independent"),
+            **train_kw,
+        )
+        measured = measure(independent.params, None, bool(independent.diverged.any()))
+        arrays.update({f"independent/{k}": v for k, v in measured.items()})
+        arrays["independent/diverged"] = independent.diverged.cpu().numpy()
+        timings["independent"] = time.perf_counter() - t0
+
+    if cfg.fge_cycles:
+        say("ensembles: FGE baseline")
+        t0 = time.perf_counter()
+        fge = cyclic_snapshots(
+            model,
+            data,
+            lr_max=[cfg.fge_lr_max],
+            cycles=cfg.fge_cycles,
+            cycle_epochs=cfg.fge_cycle_epochs,
+            min_factor=cfg.fge_min_factor,
+            start_params=run.start,
+            seed=seed,
+            purpose="fge",
+            **train_kw,
+        )
+        assert fge.snapshots is not None
+        measured = measure(fge.snapshots[0], run.start, bool(fge.diverged[0]))
+        arrays.update({f"fge/{k}": v for k, v in measured.items()})
+        arrays["fge/snapshot_steps"] = np.asarray(fge.snapshot_steps, dtype=np.int64)
+        timings["fge"] = time.perf_counter() - t0
+
+    meta = {
+        "config": cfg.model_dump(),
+        "seed": seed,
+        "measured_on": measured_on,
+        "n_measured": int(x_test.shape[0]),
+        "n_train": int(x_train.shape[0]),
+        "dim": run.space.dim,
+        "model": type(model).__name__,
+        "dataset": getattr(data, "name", type(data).__name__),
+        "batchnorm": bool(norm_modules(model)),
+        "cycle_steps": run.cycle_steps,
+        "steps_per_epoch": run.steps_per_epoch,
+        "seconds": timings,
+    }
+    return EnsembleResult(arrays=arrays, meta=meta)
+
+
+# --------------------------------------------------------------------------- claims
+
+
+def _setup_line(result: EnsembleResult) -> str:
+    m, c = result.meta, result.meta["config"]
+    return (
+        f"{m['dataset']} ({m['n_train']} train, measured on {m['n_measured']} {m['measured_on']}"
+        f" samples), {m['model']} (D={m['dim']}{', BatchNorm' if m['batchnorm'] else ''}); "
+        f"{c['optimizer']} momentum {c['momentum']}, batch {c['batch_size']}; start trained "
+        f"{c['warmup_epochs']} epochs ({c['warmup_schedule']}, LR {c['warmup_lr']}); "
+        f"{c['cycles']} cosine-restart cycles of {c['cycle_epochs']} epochs down to "
+        f"{c['min_factor']} x LR_max; seed {m['seed']}"
+    )
+
+
+def _row_means(values: np.ndarray) -> np.ndarray:
+    """Mean of each row, NaN (without a warning) for a row that is all NaN (a diverged run)."""
+    finite = np.isfinite(values)
+    counts = finite.sum(axis=1)
+    sums = np.where(finite, values, 0.0).sum(axis=1)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def _strictly_increasing(values: np.ndarray) -> bool:
+    return bool(np.all(np.isfinite(values)) and np.all(np.diff(values) > 0))
+
+
+def ensemble_claims(result: EnsembleResult) -> list[Claim]:
+    """The claims ``wedge.ensemble_vs_swa`` and ``wedge.ensemble_baselines`` from ``result``."""
+    a, cfg = result.arrays, result.meta["config"]
+    sigmas = float(cfg["tie_sigmas"])
+    lr = a["lr_max"]
+    ensemble, single, swa_gap = a["ensemble_acc"], a["single_acc_last"], a["swa_minus_ensemble"]
+    angle, dis = a["angle_mean"], a["disagreement_mean"]
+    finite = bool(np.all(np.isfinite(ensemble)) and np.all(np.isfinite(single)))
+    margin = sigmas * a["ensemble_minus_single_se"]
+    beats_single = finite and bool(np.all(ensemble >= single - margin))
+    beats_single_strict = finite and bool(np.all(ensemble >= single))
+    gap_falls = bool(np.isfinite(swa_gap[[0, -1]]).all() and swa_gap[-1] < swa_gap[0])
+    angle_rises = _strictly_increasing(angle)
+    dis_rises = _strictly_increasing(dis)
+    holds = beats_single and gap_falls and angle_rises if len(lr) > 1 else None
+    setup = _setup_line(result)
+    claims = [
+        Claim(
+            id="wedge.ensemble_vs_swa",
+            statement=(
+                "With a cyclic learning rate, snapshots taken at high LR_max land in different "
+                "wedges: the prediction ensemble beats SWA and a single snapshot, SWA − "
+                "ensemble grows more negative with LR_max, and the angle and label "
+                "disagreement between successive snapshots grow with LR_max."
+            ),
+            paper_value=PAPER_TABLE,
+            paper_setup="CIFAR-10 CNN, Adam, cyclic LR, 10 snapshots (paper §4.5, Fig 6)",
+            measured={
+                "lr_max": lr,
+                "ensemble_acc": ensemble,
+                "swa_acc": a["swa_acc"],
+                "single_acc_last": single,
+                "single_acc_mean": a["single_acc_mean"],
+                "ensemble_minus_single": ensemble - single,
+                "ensemble_minus_single_se": a["ensemble_minus_single_se"],
+                "swa_minus_ensemble": swa_gap,
+                "angle_deg": angle,
+                "angle_from_start_deg": _row_means(a["successive_angle_from_origin"]),
+                "disagreement": dis,
+                "start_test_acc": a["start_test_acc"],
+                "ensemble_ge_single": beats_single,
+                "ensemble_ge_single_strict": beats_single_strict,
+                "swa_gap_falls": gap_falls,
+                "angle_increases": angle_rises,
+                "disagreement_increases": dis_rises,
+                "diverged": a["diverged"],
+            },
+            holds=holds,
+            setup=setup,
+            criterion=(
+                f"holds iff (1) ensemble_acc >= single_acc_last - {sigmas:g} x se at every "
+                "LR_max (single = the last snapshot; se = the standard error of the accuracy "
+                "difference, paired over the test samples, so a shortfall of a few flipped "
+                "samples counts as a tie), AND (2) swa_minus_ensemble at the highest LR_max < "
+                "at the "
+                "lowest, AND (3) the mean angle between successive snapshot weight vectors "
+                "(from the origin) strictly increases with LR_max. Disagreement rising is "
+                "reported, not required. Needs at least two LR_max values, else undecided."
+            ),
+            notes=(
+                "Angles are between the weight vectors themselves (from the origin of weight "
+                "space), the reading of the paper's 8°-60°; angles between displacements from "
+                "the shared start are in angle_from_start_deg. Accuracies are on the "
+                f"{result.meta['measured_on']} split. A diverged LR_max gives NaN and fails (1)."
+            ),
+        )
+    ]
+    claims.append(_baseline_claim(result, setup))
+    return claims
+
+
+def _baseline_claim(result: EnsembleResult, setup: str) -> Claim:
+    a, cfg = result.arrays, result.meta["config"]
+    has_ind, has_fge = "independent/ensemble_acc" in a, "fge/ensemble_acc" in a
+    measured: dict[str, Any] = {
+        "cyclic_lr_max": a["lr_max"],
+        "cyclic_ensemble_acc": a["ensemble_acc"],
+        "cyclic_pairwise_disagreement": a["pairwise_disagreement"],
+        "cyclic_pairwise_angle_deg": a["pairwise_angle"],
+    }
+    for name, present in (("independent", has_ind), ("fge", has_fge)):
+        if not present:
+            continue
+        for key in (
+            "ensemble_acc",
+            "single_acc_mean",
+            "swa_acc",
+            "pairwise_disagreement",
+            "pairwise_angle",
+            "disagreement_mean",
+            "angle_mean",
+        ):
+            measured[f"{name}_{key}"] = a[f"{name}/{key}"]
+    holds: bool | None = None
+    if has_ind and has_fge:
+
+        def highest(key: str) -> bool:
+            mine = float(a[f"independent/{key}"])
+            others = np.append(a[key], a[f"fge/{key}"])
+            return bool(np.isfinite(mine) and np.all(mine > others[np.isfinite(others)]))
+
+        most_disagreement, widest_angle = (
+            highest("pairwise_disagreement"),
+            highest("pairwise_angle"),
+        )
+        measured["independent_most_disagreement"] = most_disagreement
+        measured["independent_widest_angle"] = widest_angle
+        measured["independent_best_ensemble"] = bool(
+            float(a["independent/ensemble_acc"])
+            >= np.nanmax(np.append(a["ensemble_acc"], a["fge/ensemble_acc"]))
+        )
+        holds = most_disagreement and widest_angle
+    return Claim(
+        id="wedge.ensemble_baselines",
+        statement=(
+            "Independent-run ensembles and fast geometric ensembles (FGE) are the natural "
+            "baselines for cyclic-LR snapshot ensembles; independent runs land in different "
+            "modes and are the most diverse in function space (Fort, Hu & Lakshminarayanan "
+            "2019)."
+        ),
+        paper_value=(
+            "not measured in the paper (A7 names them as baselines); Fort et al. 2019: "
+            "snapshots along one trajectory are less diverse than independent runs"
+        ),
+        paper_setup="Fort et al. 2019: CIFAR-10/100 ResNets and CNNs",
+        measured=measured,
+        holds=holds,
+        setup=(
+            f"{setup}; independent: {cfg['independent_members']} members from independent "
+            f"inits, {cfg['warmup_epochs']} + {cfg['cycles']} x {cfg['cycle_epochs']} epochs "
+            f"each, cosine from LR {cfg['independent_lr']}; FGE: {cfg['fge_cycles']} cycles "
+            f"of {cfg['fge_cycle_epochs']} epochs at LR_max {cfg['fge_lr_max']} from the same "
+            "start"
+        ),
+        criterion=(
+            "holds iff the independent members are the most diverse set: their mean pairwise "
+            "label disagreement AND their mean pairwise weight-vector angle are both higher "
+            "than those of the FGE snapshots and of the snapshots of every non-diverged "
+            "cyclic LR_max; undecided when a baseline was skipped. Whether the independent "
+            "ensemble is also the most accurate is reported (independent_best_ensemble), not "
+            "required"
+        ),
+        notes=(
+            "Diversity is the mean over all pairs (independent members have no order). The "
+            "independent ensemble costs independent_members times the training of one "
+            "snapshot ensemble, so it is an upper reference, not a same-cost competitor."
+        ),
+    )
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def ensemble_figures(result: EnsembleResult) -> dict[str, bytes]:
+    """PNG figures of ``result``: accuracy and diversity vs LR_max, running ensembles."""
+    from lossatlas.plots import figure_to_png
+    from lossatlas.plots.ensembles import (
+        plot_ensemble_accuracy,
+        plot_ensemble_diversity,
+        plot_running_ensemble,
+    )
+
+    a = result.arrays
+    baselines_acc: dict[str, float] = {}
+    baselines_div: dict[str, tuple[float, float]] = {}
+    running: dict[str, np.ndarray] = {
+        f"cyclic LR_max={lr:g}": a["running_ensemble_acc"][k] for k, lr in enumerate(a["lr_max"])
+    }
+    for name, label in (("independent", "independent runs"), ("fge", "FGE")):
+        if f"{name}/ensemble_acc" in a:
+            baselines_acc[f"{label} ensemble"] = float(a[f"{name}/ensemble_acc"])
+            baselines_div[label] = (
+                float(a[f"{name}/pairwise_angle"]),
+                float(a[f"{name}/pairwise_disagreement"]),
+            )
+            running[label] = a[f"{name}/running_ensemble_acc"]
+    return {
+        "ensemble_accuracy.png": figure_to_png(
+            plot_ensemble_accuracy(
+                a["lr_max"],
+                ensemble=a["ensemble_acc"],
+                swa=a["swa_acc"],
+                single_last=a["single_acc_last"],
+                single_mean=a["single_acc_mean"],
+                baselines=baselines_acc,
+            )
+        ),
+        "ensemble_running.png": figure_to_png(plot_running_ensemble(running)),
+        "ensemble_diversity.png": figure_to_png(
+            plot_ensemble_diversity(
+                a["lr_max"],
+                angle=a["angle_mean"],
+                disagreement=a["disagreement_mean"],
+                pairwise_angle=a["pairwise_angle"],
+                pairwise_disagreement=a["pairwise_disagreement"],
+                baselines=baselines_div,
+            )
+        ),
+    }
+
+
+def run_ensembles(
+    cfg: EnsembleConfig,
+    model: nn.Module,
+    dataset: Any,
+    seed: int = 0,
+    *,
+    figures: bool = True,
+    **kw: Any,
+) -> EnsembleResult:
+    """The whole A7 study: :func:`ensemble_experiment`, then its claims and figures.
+
+    Args:
+        cfg: every knob.
+        model: the architecture; its current parameters are the start point.
+        dataset: a lossatlas ``Dataset`` (or anything :func:`ensemble_experiment` takes).
+        seed: root seed.
+        figures: render the PNG figures (skip for speed in tests).
+        kw: forwarded to :func:`ensemble_experiment` (``test_data``, ``start_params``,
+            ``loss_fn``, ``progress``).
+
+    Returns:
+        an :class:`EnsembleResult` with ``arrays``, ``claims``, ``figures`` and ``meta``.
+    """
+    t0 = time.perf_counter()
+    result = ensemble_experiment(model, dataset, cfg, seed=seed, **kw)
+    result.claims = ensemble_claims(result)
+    if figures:
+        result.figures = ensemble_figures(result)
+        ids = list(result.figures)
+        result.claims = [replace(c, figures=[*c.figures, *ids]) for c in result.claims]
+    result.meta["seconds"]["total"] = time.perf_counter() - t0
+    return result
+
+
+# --------------------------------------------------------------------------- the step
+
+
+def ensemble_step(out: str, config_json: str) -> StageOutput:
+    """The A7 step: cyclic-LR ensembles and their baselines from the run's template model."""
+    config = RunConfig.model_validate_json(config_json)
+    dataset = run_dataset(config)
+    model = template_model(config, dataset)
+    result = run_ensembles(config.wedges.ensemble, model, dataset, seed=config.seed)
+    return StageOutput(arrays=result.arrays, figures=result.figures, claims=result.claims)

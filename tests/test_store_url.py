@@ -402,7 +402,14 @@ def test_write_summary_to_url(tmp_path: Path, url: str) -> None:
     assert written == f"{url}/summary.json"
     with fsspec.open(str(written), "rt") as handle:
         summary = json.load(handle)
-    assert summary["counts"] == {"claims": 2, "holds": 1, "does_not_hold": 0, "undecided": 1}
+    assert summary["counts"] == {
+        "claims": 2,
+        "holds": 1,
+        "fails": 0,
+        "inconclusive": 1,
+        "does_not_hold": 0,
+        "undecided": 1,
+    }
     if url.startswith("file://"):
         assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
             "atlas.zarr",

@@ -1,5 +1,11 @@
 """Claims: the paper's statement and number beside ours, and whether it holds here.
 
+A claim carries a ``verdict`` (``holds``, ``fails`` or ``inconclusive``) and the ``evidence``
+that decided it: the deciding estimate, its 95% interval over replicates, the threshold, the
+number of replicates and a control (the same test on data without the effect). This is the
+record of ``../shared/CLAIMS.md``; ``holds`` stays for compatibility (true, false, or null for
+inconclusive).
+
 Studies return :class:`Claim` records. They are stored in the atlas (group ``claims``, one
 attribute per claim id); ``OUT/summary.json`` is rendered from the store
 (:func:`lossatlas.stages.summary.write_summary`), so the store stays the single source of truth
@@ -11,15 +17,92 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from lossatlas.store import AtlasStore
 
-__all__ = ["CLAIMS_GROUP", "Claim", "ClaimMaker", "load_claims", "save_claims"]
+__all__ = [
+    "CLAIMS_GROUP",
+    "Claim",
+    "ClaimMaker",
+    "Control",
+    "Evidence",
+    "Verdict",
+    "load_claims",
+    "save_claims",
+    "verdict_of",
+]
 
 CLAIMS_GROUP = "claims"
+
+Verdict = Literal["holds", "fails", "inconclusive"]
+"""What a claim's test decided; ``inconclusive`` when the interval straddles the threshold, the
+instrument cannot resolve the effect, or an optimisation did not converge (CLAIMS.md)."""
+
+VERDICTS: tuple[str, ...] = get_args(Verdict)
+
+
+def verdict_of(holds: bool | None) -> Verdict:
+    """The verdict that a ``holds`` value means: true, false, or ``None`` (inconclusive)."""
+    return "inconclusive" if holds is None else ("holds" if holds else "fails")
+
+
+def _holds_of(verdict: str) -> bool | None:
+    return None if verdict == "inconclusive" else verdict == "holds"
+
+
+@dataclass(frozen=True)
+class Control:
+    """The claim's test run on data that lacks the effect (a negative control).
+
+    Attributes:
+        name: what the control is (e.g. ``"widths with the LR labels permuted"``).
+        estimate: the control's value of the deciding statistic.
+        verdict: what the same decision says on it; a sound test says ``fails`` here.
+        details: anything else worth keeping (the null's 95% range, its draws, ...).
+    """
+
+    name: str
+    estimate: float | None
+    verdict: Verdict
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What decided a claim.
+
+    Attributes:
+        statistic: what ``estimate`` is, in words (``"descriptive: ..."`` for a claim with no
+            paper number to test against).
+        estimate: the number that decides.
+        ci95: its 95% interval over the replicates (``None`` with a single replicate).
+        threshold: the value ``estimate`` is compared with.
+        replicates: independent units behind the estimate (base seeds, networks, pairs).
+        control: the same test on data without the effect.
+    """
+
+    statistic: str
+    estimate: float | None
+    ci95: tuple[float, float] | None
+    threshold: float | None
+    replicates: int
+    control: Control | None = None
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> Evidence:
+        control = record.get("control")
+        ci = record.get("ci95")
+        return cls(
+            statistic=str(record.get("statistic", "")),
+            estimate=record.get("estimate"),
+            ci95=None if ci is None else (ci[0], ci[1]),
+            threshold=record.get("threshold"),
+            replicates=int(record.get("replicates", 1)),
+            control=None if not isinstance(control, dict) else Control(**control),
+        )
 
 
 @dataclass(frozen=True)
@@ -33,9 +116,14 @@ class Claim:
         paper_setup: what the paper measured on (e.g. ``"CIFAR-10 SimpleCNN, Adam"``).
         measured: our numbers, by name (JSON-serialisable; arrays become lists).
         holds: whether the statement holds on our setup; ``None`` when it cannot be decided.
+            Kept for compatibility: it always agrees with ``verdict``.
         setup: what we measured on (dataset, model, sizes).
         criterion: the rule that decided ``holds``, stated before measuring.
         notes: anything a reader needs to interpret the comparison.
+        figures: file names of the figures that show it.
+        verdict: ``holds``, ``fails`` or ``inconclusive`` (default: what ``holds`` says).
+        evidence: what decided it (:class:`Evidence`); ``None`` in records written before the
+            evidence engine.
     """
 
     id: str
@@ -48,16 +136,33 @@ class Claim:
     criterion: str
     notes: str = ""
     figures: list[str] = field(default_factory=list)
+    verdict: Verdict | None = None
+    evidence: Evidence | None = None
+
+    def __post_init__(self) -> None:
+        if self.verdict is None:
+            object.__setattr__(self, "verdict", verdict_of(self.holds))
+        elif self.verdict not in VERDICTS:
+            raise ValueError(f"claim {self.id}: verdict {self.verdict!r} is not one of {VERDICTS}")
+        elif _holds_of(self.verdict) != self.holds:
+            raise ValueError(
+                f"claim {self.id}: holds={self.holds} contradicts verdict {self.verdict!r}"
+            )
 
     def to_json(self) -> dict[str, Any]:
         record = asdict(self)
         record["measured"] = _jsonable(self.measured)
         record["paper_value"] = _jsonable(self.paper_value)
+        record["evidence"] = _jsonable(record["evidence"])
         return record
 
     @classmethod
     def from_json(cls, record: dict[str, Any]) -> Claim:
-        return cls(**record)
+        record = dict(record)
+        evidence = record.pop("evidence", None)
+        return cls(
+            **record, evidence=Evidence.from_json(evidence) if isinstance(evidence, dict) else None
+        )
 
 
 @dataclass(frozen=True)

@@ -542,8 +542,8 @@ def run(
         result = run_all(cfg, out, console=err_console)
         console.print(f"summary: {result.summary}\nreport:  {result.report}", highlight=False)
         console.print(
-            f"claims: {result.counts['holds']} hold, {result.counts['does_not_hold']} do not, "
-            f"{result.counts['undecided']} undecided; {result.seconds:.0f} s",
+            f"claims: {result.counts['holds']} hold, {result.counts['fails']} fail, "
+            f"{result.counts['inconclusive']} inconclusive; {result.seconds:.0f} s",
             highlight=False,
         )
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lossatlas.claims import load_claims
+from lossatlas.claims import Claim, load_claims
 from lossatlas.location import Location, as_location, join_location, write_bytes
 from lossatlas.store import AtlasStore
 
-__all__ = ["SUMMARY_NAME", "write_summary"]
+__all__ = ["SUMMARY_NAME", "claim_counts", "write_summary"]
 
 SUMMARY_NAME = "summary.json"
 
@@ -25,15 +25,28 @@ def write_summary(store: AtlasStore, path: str | Path | None = None) -> Location
     summary = {
         "lossatlas": store.attrs().get("lossatlas", {}),
         "config": store.attrs().get("config"),
-        "counts": {
-            "claims": len(claims),
-            "holds": sum(c.holds is True for c in claims),
-            "does_not_hold": sum(c.holds is False for c in claims),
-            "undecided": sum(c.holds is None for c in claims),
-        },
+        "counts": claim_counts(claims),
         "claims": [c.to_json() for c in claims],
     }
     text = json.dumps(summary, indent=2, sort_keys=False, allow_nan=False) + "\n"
     # A reader (or a kill) never sees half a summary: temp file + rename, or one whole upload.
     write_bytes(target, text.encode("utf-8"))
     return target
+
+
+def claim_counts(claims: list[Claim]) -> dict[str, int]:
+    """How many claims there are and how many hold, fail and are inconclusive.
+
+    ``does_not_hold`` and ``undecided`` repeat ``fails`` and ``inconclusive`` under the names
+    that summaries written before verdicts used.
+    """
+    fails = sum(c.verdict == "fails" for c in claims)
+    inconclusive = sum(c.verdict == "inconclusive" for c in claims)
+    return {
+        "claims": len(claims),
+        "holds": sum(c.verdict == "holds" for c in claims),
+        "fails": fails,
+        "inconclusive": inconclusive,
+        "does_not_hold": fails,
+        "undecided": inconclusive,
+    }

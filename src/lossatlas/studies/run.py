@@ -13,7 +13,7 @@ from lossatlas.claims import load_claims
 from lossatlas.context import open_store, run_dataset, template_model
 from lossatlas.execute import Executor, executor_for
 from lossatlas.location import Location, as_location
-from lossatlas.stages.summary import write_summary
+from lossatlas.stages.summary import claim_counts, write_summary
 from lossatlas.studies.config import RunConfig
 from lossatlas.studies.wedges.study import WEDGE_STEPS, run_wedges
 
@@ -103,12 +103,7 @@ def run_all(config: RunConfig, out: str | Path, *, console: Console | None = Non
     seconds = time.perf_counter() - started
     if ran:
         store.record_timing("", "run", seconds)
-    claims = load_claims(store)
-    counts = {
-        "holds": sum(c.holds is True for c in claims),
-        "does_not_hold": sum(c.holds is False for c in claims),
-        "undecided": sum(c.holds is None for c in claims),
-    }
+    counts = claim_counts(load_claims(store))
     return RunResult(out, summary, report, counts, seconds, ran)
 
 

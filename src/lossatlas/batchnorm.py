@@ -134,7 +134,7 @@ def _accumulate(
         # (PyTorch uses 1 / num_batches_tracked, the same float), but it needs no .item(), so it
         # vmaps; and InstanceNorm, which reads momentum=None as 0, accumulates too.
         for module in norms.values():
-            module.momentum = 1.0 / t
+            module.momentum = 1.0 / t  # type: ignore[assignment]  # _NormBase.momentum: float
         call(named, buffers, xb)
 
 

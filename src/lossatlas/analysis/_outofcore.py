@@ -42,6 +42,7 @@ from scipy.linalg.blas import dsyrk
 __all__ = [
     "DEFAULT_BLOCK_MEMORY",
     "Gram",
+    "Metric",
     "as_source",
     "gram_of",
     "is_out_of_core",

@@ -86,7 +86,7 @@ class Dataset:
                 changes[field.name] = value.to(device=device, dtype=dtype)
             else:
                 changes[field.name] = value.to(device=device)
-        return replace(self, **changes)
+        return replace(self, **changes)  # type: ignore[arg-type]  # tensor fields only
 
     def __repr__(self) -> str:
         return (

@@ -99,7 +99,7 @@ def plot_embedding_grid(
         cats = _categories(values)
         palette = plt.get_cmap(cmap or ("tab10" if len(cats) <= 10 else "tab20"))
         colours = {c: palette(i % palette.N) for i, c in enumerate(cats)}
-        norm = None
+        norm: Normalize | None = None
     else:
         floats = values.astype(float)
         finite = floats[np.isfinite(floats)]

@@ -12,6 +12,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = ["plot_ensemble_accuracy", "plot_ensemble_diversity", "plot_running_ensemble"]
 
@@ -84,7 +85,8 @@ def plot_running_ensemble(
         ax.plot(np.arange(1, acc.size + 1), acc, marker="o", markersize=3, label=label)
     ax.set_xlabel("members in the ensemble")
     ax.set_ylabel("test accuracy")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    # AutoLocator's settings, restricted to integers.
+    ax.xaxis.set_major_locator(MaxNLocator(nbins="auto", steps=[1, 2, 2.5, 5, 10], integer=True))
     return _finish(fig, ax, title, legend=bool(running))
 
 

@@ -29,10 +29,18 @@ __all__ = [
 class JumpCurves(Protocol):
     """What :func:`jump_figures` reads from a jump run (a ``JumpRun``): tensors or arrays."""
 
-    epoch: Any  # (T,)
-    size: Any  # (M,)
-    distance: Any  # (M, T)
-    history: Mapping[str, Any]  # "{split}_{loss,acc}" -> (M, T)
+    # Read-only properties, so that frozen result records (dataclasses) qualify.
+    @property
+    def epoch(self) -> Any: ...  # (T,)
+
+    @property
+    def size(self) -> Any: ...  # (M,)
+
+    @property
+    def distance(self) -> Any: ...  # (M, T)
+
+    @property
+    def history(self) -> Mapping[str, Any]: ...  # "{split}_{loss,acc}" -> (M, T)
 
 
 def _size_colors(size: np.ndarray) -> dict[float, Any]:

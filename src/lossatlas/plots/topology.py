@@ -166,7 +166,10 @@ def plot_topology_comparison(
     width = 4.0 * max(len(names), 0.6 * len(keys), 1) + 0.5
     # constrained layout: tight_layout does not handle subfigures
     fig = plt.figure(figsize=figsize or (width, 6.6 if keys else 4.0), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[3, 2]) if keys else (fig, None)
+    if keys:
+        top, bottom = fig.subfigures(2, 1, height_ratios=[3, 2])  # type: ignore[misc]  # an array of two
+    else:
+        top, bottom = fig, None
     d_axes = top.subplots(1, len(names), squeeze=False)[0]
     for i, (ax, name) in enumerate(zip(d_axes, names, strict=True)):
         _draw_diagram(ax, parsed[name], low, inf_y, legend=i == 0)

@@ -191,7 +191,7 @@ def plot_radial_rates(
     cv = rates.std() / rates.mean() if rates.mean() > 0 else float("nan")
     ax.hist(
         rates,
-        bins=edges,
+        bins=list(edges),
         density=True,
         alpha=0.7,
         color="C0",
@@ -202,7 +202,7 @@ def plot_radial_rates(
         axis_cv = axis_rates.std() / axis_rates.mean() if axis_rates.mean() > 0 else float("nan")
         ax.hist(
             axis_rates,
-            bins=edges,
+            bins=list(edges),
             density=True,
             alpha=0.5,
             color="C1",

@@ -21,14 +21,30 @@ __all__ = ["WidthResult", "plot_width_distribution", "plot_width_vs_norm"]
 class WidthResult(Protocol):
     """What :func:`plot_width_distribution` reads (a ``lossatlas.probes.width.TunnelWidth``)."""
 
-    distances: Any  # (K,) tensor or array
-    censored_mask: Any  # (K,) bool
-    max_distance: float
-    mean: float
-    threshold: float
-    threshold_mode: str
-    base_loss: float
-    weight_norm: float
+    # Read-only properties, so that frozen result records (dataclasses) qualify.
+    @property
+    def distances(self) -> Any: ...  # (K,) tensor or array
+
+    @property
+    def censored_mask(self) -> Any: ...  # (K,) bool
+
+    @property
+    def max_distance(self) -> float: ...
+
+    @property
+    def mean(self) -> float: ...
+
+    @property
+    def threshold(self) -> float: ...
+
+    @property
+    def threshold_mode(self) -> str: ...
+
+    @property
+    def base_loss(self) -> float: ...
+
+    @property
+    def weight_norm(self) -> float: ...
 
 
 def plot_width_vs_norm(
@@ -107,11 +123,11 @@ def plot_width_distribution(
     # Shared bin edges so the two groups stack on one axis.
     edges = np.histogram_bin_edges(distances, bins=bins)
     if (~censored).any():
-        ax.hist(distances[~censored], bins=edges, color="C0", alpha=0.8, label="crossed")
+        ax.hist(distances[~censored], bins=list(edges), color="C0", alpha=0.8, label="crossed")
     if censored.any():
         ax.hist(
             distances[censored],
-            bins=edges,
+            bins=list(edges),
             color="C3",
             alpha=0.6,
             hatch="//",

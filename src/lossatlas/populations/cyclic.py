@@ -157,7 +157,9 @@ def cyclic_snapshots(
     lrs = [float(v) for v in lr_max]
     if not lrs:
         raise ValueError("lr_max is empty")
-    train_kw = {
+    # Settings shared by the warm-up and the cycling run (typed Any: they are keyword arguments
+    # of train_population of several types).
+    train_kw: dict[str, Any] = {
         "optimizer": optimizer,
         "momentum": momentum,
         "weight_decay": weight_decay,

@@ -66,10 +66,15 @@ def hutchpp(
         raise ValueError(f"Hutch++ needs 3 <= num_matvecs < D={dim}, got {num_matvecs}")
     sketch = num_matvecs // 3
     rest = num_matvecs - 2 * sketch  # spend every product the caller paid for
-    draw = dict(dtype=dtype, device=device, distribution=distribution)
-    q, _ = torch.linalg.qr(matmat(random_matrix(dim, sketch, generator, **draw)))
+
+    def draw(columns: int) -> Tensor:
+        return random_matrix(
+            dim, columns, generator, dtype=dtype, device=device, distribution=distribution
+        )
+
+    q, _ = torch.linalg.qr(matmat(draw(sketch)))
     top = (q * matmat(q)).sum()
-    g = random_matrix(dim, rest, generator, **draw)
+    g = draw(rest)
     g = g - q @ (q.T @ g)
     # g is already orthogonal to Q, so g^T (I - QQ^T) A (I - QQ^T) g = g^T A g.
     return top + (g * matmat(g)).sum() / rest

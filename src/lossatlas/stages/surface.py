@@ -72,7 +72,7 @@ def _directions(target: Target, options: SurfaceOptions) -> Tensor:
             buffers=target.buffers,
         )
         return vectors
-    if target.out is None:
+    if target.out is None or target.member is None:
         raise StoreError("PCA directions need a member of a trained population with snapshots")
     store = AtlasStore.open(target.out, create=False)
     if not store.has(f"{TRAIN_GROUP}/snapshots"):

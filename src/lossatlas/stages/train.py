@@ -15,6 +15,7 @@ executor in any order; its marker is written after its last row.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,7 +223,9 @@ def train_unit(out: str, config_json: str, start: int, stop: int, group: str = T
     store.write(f"{group}/params", rows, population.params)
 
 
-def _augmenter(config: Config, dataset: Dataset):  # type: ignore[no-untyped-def]
+def _augmenter(
+    config: Config, dataset: Dataset
+) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
     if not (config.data.augment and dataset.is_image):
         return None
     from lossatlas.data import augment_batch

@@ -180,7 +180,7 @@ def embed_all(
         raise ValueError(f"plane_directions must have shape (2, {gram.n_features})")
 
     n_samples = gram.n_samples
-    scores = None
+    scores = np.empty((n_samples, 0))  # only PCA, t-SNE and UMAP read the PCA scores
     if {"pca", "tsne", "umap"} & set(names):
         k = min(n_pca, n_samples - 1, gram.n_features)
         if k < 2:
@@ -200,6 +200,7 @@ def embed_all(
         elif name == "umap":
             out[name] = _umap(scores, metric, random_state)
         else:
+            assert directions is not None  # checked above whenever the plane is asked for
             out[name] = _plane_coordinates(
                 gram, directions, center, rescale=plane_directions is None
             )

@@ -173,7 +173,7 @@ class OutOfCorePCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         vectors = vectors * signs
         total = float(np.trace(kernel))
         self.n_samples_ = n_samples
-        self.gram_ = gram
+        self.gram_: Gram | None = gram
         self.scores_ = scores
         self.singular_values_ = np.sqrt(values)
         self.explained_variance_ = values / (n_samples - 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import numbers
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from lossatlas.analysis._outofcore import (
     DEFAULT_BLOCK_MEMORY,
     Gram,
+    Metric,
     gram_of,
     is_out_of_core,
 )
@@ -145,7 +146,8 @@ class PHATEEmbedding(BaseEstimator):
                     "reduction='gram' derives distances from the Gram matrix: knn_dist must "
                     f"be 'euclidean' or 'cosine', got {self.knn_dist!r}"
                 )
-            return gram.distances(self.knn_dist, center=bool(self.center)), True
+            metric = cast(Metric, self.knn_dist)  # checked just above
+            return gram.distances(metric, center=bool(self.center)), True
         if self.reduction != "pca":
             raise ValueError(f"reduction must be 'pca' or 'gram', got {self.reduction!r}")
         # A centred matrix of S rows has rank at most S - 1.

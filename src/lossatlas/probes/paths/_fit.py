@@ -212,7 +212,7 @@ def prepare_data(data: Any, like: Tensor) -> tuple[Tensor, Tensor, dict[str, Spl
         dtype = like.dtype if x.is_floating_point() else None
         return x.to(device=like.device, dtype=dtype), y.to(like.device)
 
-    kept = {s: move(*splits[s]) for s in ("train", "test") if s in splits}
+    kept: dict[str, Split] = {s: move(*splits[s]) for s in ("train", "test") if s in splits}
     kept.setdefault("train", move(x_train, y_train))
     x, y = kept["train"]
     return x, y, kept

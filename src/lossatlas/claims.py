@@ -28,6 +28,7 @@ __all__ = [
     "Claim",
     "ClaimMaker",
     "Control",
+    "Decision",
     "Evidence",
     "Verdict",
     "load_claims",
@@ -106,6 +107,19 @@ class Evidence:
 
 
 @dataclass(frozen=True)
+class Decision:
+    """What a claim's decision function returns: the verdict and the evidence behind it."""
+
+    verdict: Verdict
+    evidence: Evidence
+
+    @property
+    def holds(self) -> bool | None:
+        """``True`` / ``False`` / ``None`` (inconclusive), as :attr:`Claim.holds`."""
+        return _holds_of(self.verdict)
+
+
+@dataclass(frozen=True)
 class Claim:
     """One checkable statement of a paper, measured on our setup.
 
@@ -169,8 +183,9 @@ class Claim:
 class ClaimMaker:
     """Makes the claims of one study on one setup: the paper's setup and ours filled in once.
 
-    ``maker(id, statement, paper_value, measured, holds, criterion, notes=..., figures=...)``
-    returns a :class:`Claim`; ``holds`` may be any truthy value or ``None`` (undecided).
+    ``maker(id, statement, paper_value, measured, decision, criterion, notes=..., figures=...)``
+    returns a :class:`Claim`. ``decision`` is a :class:`Decision` (the verdict and its evidence);
+    a bare truth value or ``None`` is accepted for claims without evidence.
     """
 
     paper_setup: str
@@ -182,23 +197,30 @@ class ClaimMaker:
         statement: str,
         paper_value: Any,
         measured: dict[str, Any],
-        holds: Any,
+        decision: Decision | Any,
         criterion: str,
         *,
         notes: str = "",
         figures: Sequence[str] = (),
     ) -> Claim:
+        if isinstance(decision, Decision):
+            holds, verdict, evidence = decision.holds, decision.verdict, decision.evidence
+        else:
+            holds = None if decision is None else bool(decision)
+            verdict, evidence = verdict_of(holds), None
         return Claim(
             id=cid,
             statement=statement,
             paper_value=paper_value,
             paper_setup=self.paper_setup,
             measured=measured,
-            holds=None if holds is None else bool(holds),
+            holds=holds,
             setup=self.setup,
             criterion=criterion,
             notes=notes,
             figures=list(figures),
+            verdict=verdict,
+            evidence=evidence,
         )
 
 

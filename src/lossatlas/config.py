@@ -39,9 +39,29 @@ __all__ = [
 
 
 class StrictModel(BaseModel):
-    """Base for every config section: unknown keys and wrong types are errors."""
+    """Base for every config section: unknown keys and wrong types are errors.
+
+    A section given in part (a preset's ``tunnel: {points: 7}``) keeps the section's *default*
+    values for the rest, including defaults a study sets through ``default_factory`` (such as
+    the wedge study's tunnel tolerance), not only the section class's own defaults.
+    """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _partial_sections_keep_their_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for name, info in cls.model_fields.items():
+            given = merged.get(name)
+            if not isinstance(given, dict) or info.default_factory is None:
+                continue
+            default = info.default_factory()  # type: ignore[call-arg]
+            if isinstance(default, BaseModel):
+                merged[name] = _deep_merge(default.model_dump(), given)
+        return merged
 
 
 class DataConfig(StrictModel):

@@ -48,6 +48,7 @@ def plot_tunnel_path(
     acc_line: ArrayLike | None = None,
     acc_tunnel: ArrayLike | None = None,
     node_t: ArrayLike | None = None,
+    loss_joint: ArrayLike | None = None,
     split: str = "train",
     title: str | None = "Straight path vs tunnel",
     figsize: tuple[float, float] | None = None,
@@ -59,6 +60,7 @@ def plot_tunnel_path(
         loss_line, loss_tunnel: ``(P,)`` (``Tunnel.loss_line[split]`` ...).
         acc_line, acc_tunnel: ``(P,)`` optional; adds a second panel.
         node_t: ``(k + 2,)`` node positions (``Tunnel.node_t``); split points are marked.
+        loss_joint: ``(P,)`` optional: the jointly optimised path (``Tunnel.loss_joint``).
         split: named in the axis labels.
     """
     t = _arr(path_t)
@@ -67,7 +69,9 @@ def plot_tunnel_path(
     fig, axes = plt.subplots(1, panels, figsize=figsize or (5.0 * panels, 3.6), squeeze=False)
     ax = axes[0, 0]
     ax.plot(t, _arr(loss_line), color="tab:red", label="straight line")
-    ax.plot(t, _arr(loss_tunnel), color="tab:blue", label="tunnel")
+    ax.plot(t, _arr(loss_tunnel), color="tab:blue", label="tunnel (paper's recipe)")
+    if loss_joint is not None:
+        ax.plot(t, _arr(loss_joint), color="tab:green", linestyle="--", label="joint path")
     _mark_nodes(ax, node_t)
     ax.set_xlabel("position t along the path")
     ax.set_ylabel(f"{split} loss")

@@ -106,6 +106,7 @@ def plot_tunnel_loss(
     *,
     split_position: np.ndarray | None = None,
     split_loss: np.ndarray | None = None,
+    joint_loss: np.ndarray | None = None,
     figsize: tuple[float, float] = (6.0, 4.0),
 ) -> Figure:
     """Loss along the straight segment and along the tunnel, against position ``t`` on ``u``.
@@ -116,6 +117,8 @@ def plot_tunnel_loss(
         tunnel_loss: same shape as ``straight_loss``.
         split_position: (k,) positions of the optimised split points.
         split_loss: (k,) or (T, k) their losses (first row drawn as markers).
+        joint_loss: optional, same shape as ``tunnel_loss``: the jointly optimised path (first
+            row drawn dashed).
         figsize: figure size in inches.
     """
     straight = np.atleast_2d(straight_loss)
@@ -125,7 +128,11 @@ def plot_tunnel_loss(
         ax.plot(position, straight[row], color="C3", alpha=0.2, linewidth=0.8)
         ax.plot(position, tunnel[row], color="C0", alpha=0.2, linewidth=0.8)
     ax.plot(position, straight[0], color="C3", label="straight line")
-    ax.plot(position, tunnel[0], color="C0", label="tunnel (optimised)")
+    ax.plot(position, tunnel[0], color="C0", label="tunnel (paper's recipe)")
+    if joint_loss is not None:
+        ax.plot(
+            position, np.atleast_2d(joint_loss)[0], color="C2", linestyle="--", label="joint path"
+        )
     if split_position is not None and split_loss is not None:
         ax.plot(
             split_position,

@@ -61,6 +61,8 @@ class Population:
             should share a data order (jump-and-retrain shares one order per seed).
         snapshots: ``(K, S, D)`` when snapshots were kept in memory, else ``None``.
         snapshot_steps: the optimiser step of each snapshot, ``(S,)``.
+        stopped_at: ``(K,)`` the epoch after which each member stopped because ``stop_when``
+            said so (``-1``: it trained to the end), when ``fit_members`` had a ``stop_when``.
     """
 
     space: ParamSpace
@@ -72,6 +74,7 @@ class Population:
     member_ids: torch.Tensor
     snapshots: torch.Tensor | None = None
     snapshot_steps: list[int] = field(default_factory=list)
+    stopped_at: torch.Tensor | None = None
 
     @property
     def members(self) -> int:
@@ -256,6 +259,7 @@ def fit_members(
     on_snapshot: SnapshotFn | None = None,
     on_epoch: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
     grad_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    stop_when: Callable[[int, dict[str, torch.Tensor]], torch.Tensor] | None = None,
 ) -> Population:
     """Train the members whose start points are ``init`` (K, D). The library's one loop.
 
@@ -264,6 +268,11 @@ def fit_members(
     (K, D) -> (K, D) before the optimiser sees them: constrained optimisation (tunnels,
     m-connectors) projects them onto a subspace there. Weight decay is added inside the
     optimiser, after the projection, so constrained runs should use ``weight_decay=0``.
+
+    ``stop_when(epoch, metrics) -> (K,) bool`` is asked after every epoch (with that epoch's
+    evaluation): a member it marks is frozen from then on (it has converged), and training ends
+    early once every member is frozen or diverged; ``plan.epochs`` is then a cap. The epoch at
+    which each member stopped is ``Population.stopped_at``; later history columns stay NaN.
     """
     params = init.clone()
     members, n_train = params.shape[0], x_train.shape[0]
@@ -279,6 +288,8 @@ def fit_members(
     state = optimizer.init_state(params)
     step_fn = _vectorised_step(space, loss_fn, compile=plan.compile)
     active = torch.ones(members, 1, dtype=torch.bool, device=params.device)
+    done = torch.zeros(members, 1, dtype=torch.bool, device=params.device)
+    stopped_at = torch.full((members,), -1, dtype=torch.int64)
     history = {
         f"{s}_{m}": torch.full((members, plan.epochs + 1), float("nan"))
         for s in eval_splits
@@ -286,7 +297,7 @@ def fit_members(
     }
     snapshot_steps: list[int] = []
 
-    def record(epoch: int) -> None:
+    def record(epoch: int) -> dict[str, torch.Tensor]:
         metrics = _evaluate(space, params, buffers, eval_splits, loss_fn, plan.eval_batch_size)
         if "train_loss" in metrics:  # a point that evaluates to NaN has diverged too
             active.mul_(torch.isfinite(metrics["train_loss"]).reshape(-1, 1))
@@ -297,6 +308,7 @@ def fit_members(
             history[name][:, epoch] = metrics[name].cpu()
         if on_epoch is not None:
             on_epoch(epoch, metrics)
+        return metrics
 
     def snapshot(step: int) -> None:
         if on_snapshot is not None:
@@ -337,7 +349,7 @@ def fit_members(
                 active.mul_(finite.reshape(-1, 1))
                 if grad_transform is not None:
                     grads = grad_transform(grads)
-                optimizer.step(params, grads, state, hp, schedule(step), active)
+                optimizer.step(params, grads, state, hp, schedule(step), active & ~done)
                 step += 1
                 if (
                     snapshotting
@@ -345,13 +357,19 @@ def fit_members(
                     and step % plan.snapshot_every == 0
                 ):
                     snapshot(step)
-        record(epoch + 1)
+        metrics = record(epoch + 1)
         if (
             snapshotting
             and plan.snapshot_unit == "epoch"
             and (epoch + 1) % plan.snapshot_every == 0
         ):
             snapshot(step)
+        if stop_when is not None:
+            now = stop_when(epoch + 1, metrics).reshape(-1, 1).to(done.device) & ~done
+            stopped_at[now.reshape(-1).cpu()] = epoch + 1
+            done |= now
+            if bool((done | ~active).all()):
+                break
 
     diverged = ~active.reshape(-1).cpu()
     return Population(
@@ -363,6 +381,7 @@ def fit_members(
         diverged=diverged,
         member_ids=member_ids,
         snapshot_steps=snapshot_steps,
+        stopped_at=stopped_at if stop_when is not None else None,
     )
 
 

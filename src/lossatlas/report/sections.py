@@ -55,6 +55,7 @@ _HIDDEN_ATTRS = {
     "lossatlas",
     "config",
     "description",
+    "scalar_arrays",
     SECTION_ATTR,
 }
 

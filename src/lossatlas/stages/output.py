@@ -76,6 +76,8 @@ def write_output(store: AtlasStore, group: str, output: StageOutput) -> None:
         {
             "result": output.scalars,
             "arrays": sorted(output.arrays),
+            # zarr arrays have at least one dimension; these were 0-d and read back as such.
+            "scalar_arrays": sorted(n for n, v in output.arrays.items() if np.ndim(v) == 0),
             "claims": [c.id for c in output.claims],
         },
     )
@@ -87,6 +89,8 @@ def read_output(store: AtlasStore, group: str) -> StageOutput:
     """The arrays and scalars :func:`write_output` stored under ``group`` (not figures/claims)."""
     attrs = store.attrs(group)
     arrays = {name: store.read(f"{group}/{name}") for name in attrs.get("arrays", [])}
+    for name in attrs.get("scalar_arrays", []):
+        arrays[name] = arrays[name].reshape(())
     return StageOutput(arrays=arrays, scalars=dict(attrs.get("result") or {}))
 
 

@@ -14,7 +14,7 @@ from lossatlas.context import open_store, run_dataset, template_model
 from lossatlas.execute import Executor, executor_for
 from lossatlas.location import Location, as_location
 from lossatlas.stages.summary import claim_counts, write_summary
-from lossatlas.studies.config import RunConfig
+from lossatlas.studies.config import RunConfig, check_replicates
 from lossatlas.studies.wedges.study import WEDGE_STEPS, run_wedges
 
 __all__ = ["RunResult", "run_all"]
@@ -76,6 +76,8 @@ def run_all(config: RunConfig, out: str | Path, *, console: Console | None = Non
     console = console or Console(stderr=True)
     # Bad data or an impossible model fail here, before a store is created or touched.
     template_model(config, run_dataset(config))
+    if config.wedges.enabled:
+        check_replicates(config)
     executor = executor_for(config)  # so does an unreachable cluster or a missing Ray
     store = open_store(out, config)  # refuses a store of another config before any work
     steps = list(WEDGE_STEPS) if config.wedges.enabled else []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,11 +26,13 @@ from lossatlas.probes.subspace import dirichlet_samples
 from lossatlas.seeding import derive_seed, make_generator
 
 __all__ = [
+    "Convergence",
     "as_optima",
     "benton_simplex",
     "blocks",
     "deviation_cosines",
     "evaluate_all",
+    "joint_path_points",
     "modes_restored",
     "optimise_points",
     "prepare_data",
@@ -54,11 +57,14 @@ def optimise_points(
     seed: int,
     buffers: Mapping[str, Tensor] | None,
     loss_fn: LossFn | None,
+    reference: float | None = None,
 ) -> Population:
     """Train the points ``starts`` (K, D) with gradients projected off ``span(basis)``.
 
     One ``fit_members`` population; point ``i`` is member ``member_ids[i]`` and draws its data
-    order from ``(seed, "order", member_ids[i], epoch)``, so it trains the same alone.
+    order from ``(seed, "order", member_ids[i], epoch)``, so it trains the same alone. With
+    ``options.tolerance`` and a ``reference`` train loss (the optima's mean), a point stops once
+    its train loss is at most ``(1 + tolerance) * reference`` (``Population.stopped_at``).
     """
     project = projection_onto_complement(basis)
     retract = options.optimizer == "adam"
@@ -84,6 +90,13 @@ def optimise_points(
     if buffers is not None:
         n = starts.shape[0]
         batched = {k: v.unsqueeze(0).repeat(n, *[1] * v.dim()) for k, v in buffers.items()}
+    stop_when = None
+    if options.tolerance is not None and reference is not None:
+        limit = (1.0 + options.tolerance) * reference
+
+        def stop_when(epoch: int, metrics: dict[str, Tensor]) -> Tensor:
+            return metrics["train_loss"] <= limit
+
     return fit_members(
         space,
         starts,
@@ -97,7 +110,148 @@ def optimise_points(
         buffers=batched,
         on_snapshot=reproject if retract else None,
         grad_transform=project,
+        stop_when=stop_when,
     )
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """How close optimised points came to the optima they connect.
+
+    Attributes:
+        reference: the optima's mean train loss.
+        losses: ``(K,)`` each point's final train loss.
+        gaps: ``(K,)`` ``losses / reference - 1``.
+        tolerance: the stated tolerance (``None``: fixed epochs, nothing was required).
+        converged: every gap is at most the tolerance (``False`` without a tolerance... see
+            :meth:`of`).
+        stopped_at: ``(K,)`` the epoch each point stopped at (-1: it used the whole cap).
+    """
+
+    reference: float
+    losses: Tensor
+    gaps: Tensor
+    tolerance: float | None
+    converged: bool
+    stopped_at: Tensor
+
+    @classmethod
+    def of(
+        cls, losses: Tensor, reference: float, tolerance: float | None, stopped_at: Tensor | None
+    ) -> Convergence:
+        """The convergence of points with train ``losses`` (K,) against ``reference``; without a
+        tolerance a point counts as converged when it is at most the reference's loss."""
+        losses = losses.detach().double().cpu()
+        gaps = losses / reference - 1.0 if reference > 0 else torch.full_like(losses, math.nan)
+        bound = 0.0 if tolerance is None else tolerance
+        converged = bool(torch.isfinite(gaps).all() and (gaps <= bound + 1e-12).all())
+        stopped = stopped_at if stopped_at is not None else torch.full_like(losses, -1)
+        return cls(reference, losses, gaps, tolerance, converged, stopped.to(torch.int64))
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able numbers: the reference, the largest gap, whether it converged."""
+        return {
+            "reference_loss": self.reference,
+            "max_gap": float(self.gaps.max()) if self.gaps.numel() else math.nan,
+            "tolerance": self.tolerance,
+            "converged": self.converged,
+            "epochs": [int(e) for e in self.stopped_at],
+        }
+
+
+def joint_path_points(
+    space: ParamSpace,
+    a: Tensor,
+    b: Tensor,
+    starts: Tensor,
+    basis: Tensor,
+    x_train: Tensor,
+    y_train: Tensor,
+    options: ConnectorOptions,
+    *,
+    seed: int,
+    buffers: Mapping[str, Tensor] | None,
+    loss_fn: LossFn | None,
+    reference: float | None,
+) -> tuple[Tensor, dict[str, Tensor], int]:
+    """Optimise a tunnel's split points ``starts`` (k, D) jointly, along the whole path.
+
+    Every step samples one point uniformly on each of the ``k + 1`` segments
+    ``a -> p_1 -> ... -> p_k -> b`` (seeded), takes the mean training loss of those points on
+    the step's batch, and moves every split point with its gradient projected off
+    ``span(basis)`` (the same hyperplane constraint as the independent recipe). So the points
+    are pulled towards a path that is low-loss *between* them too, not only at them. With a
+    tolerance and a ``reference`` it stops once the nodes and the segment midpoints all have a
+    train loss of at most ``(1 + tolerance) * reference``.
+
+    Returns the points ``(k, D)``, the history (``path_max_loss`` over the nodes and segment
+    midpoints, ``(epochs + 1,)``, NaN after a stop) and the epoch it stopped at (-1: the cap).
+    """
+    project = projection_onto_complement(basis)
+    points = starts.detach().clone()
+    k, n_train = points.shape[0], x_train.shape[0]
+    steps_per_epoch = math.ceil(n_train / options.batch_size)
+    schedule = make_schedule(options.schedule, steps_per_epoch, options.epochs)
+    optimizer = make_optimizer(options.optimizer)
+    hp = HyperParams.build(points, lr=options.lr, weight_decay=0.0, momentum=options.momentum)
+    state = optimizer.init_state(points)
+    active = torch.ones(k, 1, dtype=torch.bool, device=points.device)
+    fixed = dict(buffers) if buffers is not None else dict(space.model.named_buffers())
+    batched_loss = vmap(member_loss_fn(space, loss_fn), randomness="different")
+    history = {"path_max_loss": torch.full((options.epochs + 1,), math.nan)}
+    limit = None
+    if options.tolerance is not None and reference is not None:
+        limit = (1.0 + options.tolerance) * reference
+
+    def path_max(epoch: int) -> float:
+        nodes = torch.cat([a[None], points, b[None]])
+        probes = torch.cat([points, 0.5 * (nodes[:-1] + nodes[1:])])
+        loss, _ = evaluate_points(
+            space,
+            probes,
+            x_train,
+            y_train,
+            buffers=fixed,
+            loss_fn=loss_fn,
+            sample_chunk=options.eval_batch_size,
+        )
+        worst = float(loss.max())
+        history["path_max_loss"][epoch] = worst
+        return worst
+
+    stopped = -1
+    path_max(0)
+    step = 0
+    for epoch in range(options.epochs):
+        order = torch.randperm(n_train, generator=make_generator(seed, "order", "joint", epoch))
+        gen = make_generator(seed, "joint", "segments", epoch)
+        space.model.train()
+        with torch.random.fork_rng(devices=[] if points.device.type == "cpu" else [points.device]):
+            torch.manual_seed(derive_seed(seed, "dropout", "joint", epoch))
+            for batch in range(steps_per_epoch):
+                index = order[batch * options.batch_size : (batch + 1) * options.batch_size]
+                index = index.to(x_train.device)
+                xb, yb = x_train[index], y_train[index]
+                w = torch.rand(k + 1, 1, generator=gen, dtype=torch.float64).to(points)
+                leaf = points.detach().requires_grad_()
+                nodes = torch.cat([a[None], leaf, b[None]])
+                samples = nodes[:-1] + w * (nodes[1:] - nodes[:-1])  # (k + 1, D)
+                bufs = {n: v.unsqueeze(0).repeat(k + 1, *[1] * v.dim()) for n, v in fixed.items()}
+                xs = xb.unsqueeze(0).expand(k + 1, *xb.shape)
+                ys = yb.unsqueeze(0).expand(k + 1, *yb.shape)
+                losses = batched_loss(space.unflatten(samples), bufs, xs, ys)
+                (grads,) = torch.autograd.grad(losses.mean(), leaf)
+                # A point's two segments pull it with weights w and 1 - w (1 in expectation);
+                # the mean over the k + 1 segments divides that by k + 1: undo it, so the step
+                # size matches the independent recipe's at the same learning rate.
+                grads = project(grads.detach() * (k + 1))
+                optimizer.step(points, grads, state, hp, schedule(step), active)
+                step += 1
+        worst = path_max(epoch + 1)
+        if limit is not None and worst <= limit:
+            stopped = epoch + 1
+            break
+    return points, history, stopped
 
 
 def benton_simplex(

@@ -20,6 +20,7 @@ from lossatlas.probes._simplex import (
     scatter_weights,
 )
 from lossatlas.probes.paths._fit import (
+    Convergence,
     as_optima,
     benton_simplex,
     evaluate_all,
@@ -64,6 +65,8 @@ class Connector:
         loss_centroid, acc_centroid: split -> ``()`` at the straight (unoptimised) centroid.
         loss_points, acc_points: split -> ``(P,)`` at the optimised points.
         history: ``"train_loss"`` / ``"train_acc"`` -> ``(P, epochs + 1)`` of the points.
+        convergence: how close the points came to the optima's mean train loss
+            (:class:`~lossatlas.probes.paths._fit.Convergence`).
         method: ``"projected"`` or ``"benton"``.
         options: the options used.
     """
@@ -87,6 +90,7 @@ class Connector:
     loss_points: dict[str, Tensor]
     acc_points: dict[str, Tensor]
     history: dict[str, Tensor]
+    convergence: Convergence
     method: str
     options: ConnectorOptions = field(default_factory=ConnectorOptions)
 
@@ -212,6 +216,11 @@ def _m_connector(
         bary[i, list(s)] = 1.0 / len(s)
     start_points = bary.to(verts) @ verts
     seed = derive_seed(opts.seed, "connector")
+    optima_loss, _ = evaluate_all(
+        space, verts, {"train": (x_train, y_train)}, buffers, loss_fn, opts
+    )
+    reference = float(optima_loss["train"].mean())
+    stopped_at = None
     if opts.method == "projected":
         population = optimise_points(
             space,
@@ -224,8 +233,10 @@ def _m_connector(
             seed=seed,
             buffers=buffers,
             loss_fn=loss_fn,
+            reference=reference,
         )
         points, history = population.params, population.history
+        stopped_at = population.stopped_at
     else:
         points, history = benton_simplex(
             space,
@@ -283,6 +294,9 @@ def _m_connector(
         loss_points=part(loss, "points"),
         acc_points=part(acc, "points"),
         history=history,
+        convergence=Convergence.of(
+            part(loss, "points")["train"], reference, opts.tolerance, stopped_at
+        ),
         method=opts.method,
         options=opts,
     )

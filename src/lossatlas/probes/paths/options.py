@@ -19,7 +19,21 @@ class ConnectorOptions(StrictModel):
     """
 
     points: int = Field(9, ge=1, description="tunnel split points k, at t = i / (k + 1)")
-    epochs: int = Field(5, ge=0, description="passes over the train split per point")
+    epochs: int = Field(
+        5, ge=0, description="passes over the train split per point (a cap with tolerance)"
+    )
+    tolerance: float | None = Field(
+        None,
+        gt=0.0,
+        description="train each point until its train loss is at most (1 + tolerance) x the "
+        "optima's mean train loss (then it is frozen), with epochs as the cap; the gap reached "
+        "is reported. None: train every point for exactly epochs",
+    )
+    joint: bool = Field(
+        False,
+        description="tunnel: also optimise the split points jointly, against the loss along "
+        "the segments between them, under the same hyperplane constraints",
+    )
     batch_size: int = Field(128, gt=0)
     optimizer: Literal["sgd", "adam"] = Field(
         "sgd", description="adam is re-projected after every step; give it a smaller lr (1e-3)"

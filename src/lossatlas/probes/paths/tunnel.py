@@ -14,10 +14,12 @@ from lossatlas.evaluate import LossFn, predict_points
 from lossatlas.params import ParamSpace
 from lossatlas.probes._simplex import orthonormal_span, polyline
 from lossatlas.probes.paths._fit import (
+    Convergence,
     as_optima,
     blocks,
     deviation_cosines,
     evaluate_all,
+    joint_path_points,
     modes_restored,
     optimise_points,
     prepare_data,
@@ -54,7 +56,14 @@ class Tunnel:
         disagreement_endpoints: the fraction on which the two endpoints disagree.
         disagreement_split: the split the disagreements were measured on.
         history: ``"train_loss"`` / ``"train_acc"`` -> ``(k, epochs + 1)`` of the split points
-            during optimisation (column 0 is on the line).
+            during optimisation (column 0 is on the line; NaN after a point stopped).
+        convergence: how close the split points came to the endpoints' mean train loss
+            (:class:`~lossatlas.probes.paths._fit.Convergence`).
+        joint_points: ``(k, D)`` the split points optimised jointly along the path
+            (``options.joint``), or ``None``.
+        loss_joint, acc_joint: split -> ``(P,)`` along the joint path (empty without one).
+        joint_history: ``"path_max_loss"`` -> ``(epochs + 1,)`` of the joint optimisation.
+        joint_stopped_at: the epoch the joint optimisation stopped at (-1: the cap, or none).
         options: the options used.
     """
 
@@ -77,6 +86,12 @@ class Tunnel:
     disagreement_endpoints: float
     disagreement_split: str
     history: dict[str, Tensor]
+    convergence: Convergence
+    joint_points: Tensor | None = None
+    loss_joint: dict[str, Tensor] = field(default_factory=dict)
+    acc_joint: dict[str, Tensor] = field(default_factory=dict)
+    joint_history: dict[str, Tensor] = field(default_factory=dict)
+    joint_stopped_at: int = -1
     options: ConnectorOptions = field(default_factory=ConnectorOptions)
 
     def __repr__(self) -> str:
@@ -118,12 +133,14 @@ class Tunnel:
         loss_line, loss_tunnel = self.loss_line[split], self.loss_tunnel[split]
         ends = 0.5 * float(loss_line[0] + loss_line[-1])
         mid = int((self.path_t - 0.5).abs().argmin())
+        joint = self.loss_joint.get(split)
         return {
             "loss_endpoints": ends,
             "loss_line_max": float(loss_line.max()),
             "loss_tunnel_max": float(loss_tunnel.max()),
             "barrier_line": float(loss_line.max()) - ends,
             "barrier_tunnel": float(loss_tunnel.max()) - ends,
+            "barrier_joint": float(joint.max()) - ends if joint is not None else float("nan"),
             "acc_line_min": float(self.acc_line[split].min()),
             "acc_tunnel_min": float(self.acc_tunnel[split].min()),
             "disagreement_endpoints": self.disagreement_endpoints,
@@ -154,6 +171,12 @@ class Tunnel:
         ):
             arrays.update({f"{name}_{s}": to_numpy(v) for s, v in per_split.items()})
         arrays.update({f"history_{k}": to_numpy(v) for k, v in self.history.items()})
+        arrays["point_gaps"] = to_numpy(self.convergence.gaps)
+        if self.joint_points is not None:
+            arrays["joint_points"] = to_numpy(self.joint_points)
+            for name, per_split in (("loss_joint", self.loss_joint), ("acc_joint", self.acc_joint)):
+                arrays.update({f"{name}_{s}": to_numpy(v) for s, v in per_split.items()})
+            arrays.update({f"joint_{k}": to_numpy(v) for k, v in self.joint_history.items()})
         return arrays
 
 
@@ -170,9 +193,13 @@ def tunnel(
     """Optimise a tunnel between ``theta_a`` and ``theta_b`` (each ``(D,)``), paper A3.
 
     All ``k = options.points`` split points are trained as one population with
-    ``grad_transform = g - (g . u) u``; each gets its own data order. Then loss/accuracy along
-    the straight path and the tunnel (``path_resolution`` steps per segment) on train and
-    test, the deviation cosines, and the label disagreement with each endpoint.
+    ``grad_transform = g - (g . u) u``; each gets its own data order (the paper's independent
+    recipe). With ``options.tolerance`` each point trains until its train loss is within that
+    tolerance of the endpoints' mean (``options.epochs`` is then a cap); the gap reached is in
+    ``convergence``. With ``options.joint`` the same points are also optimised jointly along
+    the segments, under the same constraints. Then loss/accuracy along the straight path, the
+    tunnel (and the joint path), ``path_resolution`` steps per segment, on train and test, the
+    deviation cosines, and the label disagreement with each endpoint.
 
     Args:
         model: any ``nn.Module`` (a template; its parameters are not changed).
@@ -210,10 +237,13 @@ def _tunnel(
     k = opts.points
     t_points = torch.arange(1, k + 1, dtype=torch.float64) / (k + 1)
     line_points = segment(a, b, t_points)
+    end_loss, _ = evaluate_all(space, ends, {"train": (x_train, y_train)}, buffers, loss_fn, opts)
+    reference = float(end_loss["train"].mean())
+    basis = orthonormal_span(ends)
     population = optimise_points(
         space,
         line_points,
-        orthonormal_span(ends),
+        basis,
         x_train,
         y_train,
         opts,
@@ -221,8 +251,31 @@ def _tunnel(
         seed=derive_seed(opts.seed, "tunnel"),
         buffers=buffers,
         loss_fn=loss_fn,
+        reference=reference,
     )
     points = population.params
+    final_loss, _ = evaluate_all(
+        space, points, {"train": (x_train, y_train)}, buffers, loss_fn, opts
+    )
+    convergence = Convergence.of(
+        final_loss["train"], reference, opts.tolerance, population.stopped_at
+    )
+    joint_points, joint_history, joint_stopped = None, {}, -1
+    if opts.joint:
+        joint_points, joint_history, joint_stopped = joint_path_points(
+            space,
+            a,
+            b,
+            line_points,
+            basis,
+            x_train,
+            y_train,
+            opts,
+            seed=derive_seed(opts.seed, "tunnel", "joint"),
+            buffers=buffers,
+            loss_fn=loss_fn,
+            reference=reference,
+        )
     deviations = points - line_points
     cosines = deviation_cosines(deviations)
 
@@ -232,10 +285,13 @@ def _tunnel(
     gaps = node_t[1:] - node_t[:-1]
     path_t = torch.cat([(node_t[:-1, None] + gaps[:, None] * steps).reshape(-1), node_t[-1:]])
     nodes = torch.cat([a[None], points, b[None]])
-    both = torch.cat([segment(a, b, path_t), polyline(nodes, node_t, path_t)])  # (2P, D)
+    paths = [segment(a, b, path_t), polyline(nodes, node_t, path_t)]
+    if joint_points is not None:
+        paths.append(polyline(torch.cat([a[None], joint_points, b[None]]), node_t, path_t))
     n_path = path_t.shape[0]
-
-    loss, acc = evaluate_all(space, both, splits, buffers, loss_fn, opts)
+    every = torch.cat(paths)  # (2P or 3P, D)
+    loss, acc = evaluate_all(space, every, splits, buffers, loss_fn, opts)
+    both = every[: 2 * n_path]
     dis_split = "test" if "test" in splits else "train"
     labels = predict_points(
         space,
@@ -260,8 +316,8 @@ def _tunnel(
         path_t=path_t,
         loss_line={s: v[:n_path] for s, v in loss.items()},
         acc_line={s: v[:n_path] for s, v in acc.items()},
-        loss_tunnel={s: v[n_path:] for s, v in loss.items()},
-        acc_tunnel={s: v[n_path:] for s, v in acc.items()},
+        loss_tunnel={s: v[n_path : 2 * n_path] for s, v in loss.items()},
+        acc_tunnel={s: v[n_path : 2 * n_path] for s, v in acc.items()},
         disagreement_a_line=dis_a[:n_path],
         disagreement_b_line=dis_b[:n_path],
         disagreement_a_tunnel=dis_a[n_path:],
@@ -269,5 +325,13 @@ def _tunnel(
         disagreement_endpoints=float((label_a != label_b).to(torch.float64).mean()),
         disagreement_split=dis_split,
         history=population.history,
+        convergence=convergence,
+        joint_points=joint_points,
+        loss_joint={s: v[2 * n_path :] for s, v in loss.items()}
+        if joint_points is not None
+        else {},
+        acc_joint={s: v[2 * n_path :] for s, v in acc.items()} if joint_points is not None else {},
+        joint_history=joint_history,
+        joint_stopped_at=joint_stopped,
         options=opts,
     )

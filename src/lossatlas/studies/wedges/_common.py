@@ -1,21 +1,32 @@
-"""What the wedge study's steps share: their run context, their claim helper, the counts.
+"""What the wedge study's steps share: the run context, replicates, the claim helper, spectra.
 
 Every step (``step(out, config_json)``) rebuilds its inputs from the store and the config
 (:func:`step_context`), so it runs the same on any executor.
+
+**Replicates.** Network claims are decided over ``wedges.replicates`` independent replicates
+(CLAIMS.md rule 3). The base population holds ``train.members = replicates x m`` members;
+replicate ``r`` owns members ``r * m .. r * m + m - 1`` (:func:`replicate_members`). Members have
+their own seeded inits and data orders, so the replicates are independent; anything a step draws
+for replicate ``r`` comes from a seed stream of its own (``(seed, <step>, r, ...)``).
+
+**Spectra.** Short-direction counts come from the exact spectrum (the dense Hessian on
+``short_dirs.eval_samples`` training samples, then ``eigvalsh``) whenever ``D`` allows
+(:data:`~lossatlas.probes.curvature.EXACT_MAX_DIM`); otherwise from stochastic Lanczos
+quadrature (:func:`spectrum_part` records which).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 from lossatlas.claims import ClaimMaker
 from lossatlas.context import run_dataset, template_model
-from lossatlas.probes.curvature import count_above
+from lossatlas.evaluate import evaluate_points
+from lossatlas.params import ParamSpace
+from lossatlas.probes.curvature import EXACT_MAX_DIM, count_above, dense_hessian
 from lossatlas.seeding import make_generator
 from lossatlas.stages.output import StageOutput
 from lossatlas.stages.train import TRAIN_GROUP
@@ -26,10 +37,11 @@ __all__ = [
     "PAPER_SETUP",
     "as_tensor_like",
     "claim_maker",
-    "monotone",
+    "counts_of",
+    "members_per_replicate",
+    "replicate_members",
     "setup_line",
-    "short_dir_counts",
-    "short_dirs_part",
+    "spectrum_part",
     "step_context",
     "train_subset",
 ]
@@ -47,8 +59,20 @@ def setup_line(config: RunConfig) -> str:
     width = config.model.width or "default"
     return (
         f"{config.data.name}, {config.model.name} (width {width}), "
-        f"{config.train.optimizer} lr {config.train.lr}, {config.train.epochs} epochs"
+        f"{config.train.optimizer} lr {config.train.lr}, {config.train.epochs} epochs; "
+        f"{config.wedges.replicates} replicates of {members_per_replicate(config)} networks"
     )
+
+
+def members_per_replicate(config: RunConfig) -> int:
+    """``m``: base members per replicate (``train.members / wedges.replicates``)."""
+    return config.train.members // config.wedges.replicates
+
+
+def replicate_members(config: RunConfig, replicate: int) -> range:
+    """The base population's members that replicate ``replicate`` owns."""
+    m = members_per_replicate(config)
+    return range(replicate * m, (replicate + 1) * m)
 
 
 def step_context(
@@ -61,42 +85,10 @@ def step_context(
     return store, dataset, model, store.read(f"{TRAIN_GROUP}/params")
 
 
-def train_subset(dataset: Any, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` training samples ``(X, y)``."""
+def train_subset(dataset: Any, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` training samples ``(X, y)`` (all of them for ``None``)."""
     x, y = dataset.split("train")
-    return x[:n], y[:n]
-
-
-def short_dir_counts(
-    model: torch.nn.Module,
-    data: tuple[torch.Tensor, torch.Tensor],
-    point: torch.Tensor,
-    config: RunConfig,
-    unit: str,
-) -> dict[str, float]:
-    """Eigenvalue counts above each threshold at ``point`` (D,), seeded by ``unit``."""
-    opts = config.wedges.short_dirs
-    counts = count_above(
-        model,
-        data,
-        thresholds=opts.thresholds,
-        params=point,
-        method=opts.method,  # type: ignore[arg-type]
-        generator=make_generator(config.seed, "short_dirs", unit),
-        num_probes=opts.num_probes,
-        lanczos_steps=opts.lanczos_steps,
-    )
-    return {f"{t:g}": float(v) for t, v in counts.items()}
-
-
-def short_dirs_part(out: str, config_json: str, point: np.ndarray, unit: str) -> StageOutput:
-    """Short-direction counts at ``point`` (D,), a curvature job; ``unit`` seeds its probes."""
-    config = RunConfig.model_validate_json(config_json)
-    dataset = run_dataset(config)
-    model = template_model(config, dataset)
-    data = train_subset(dataset, config.wedges.short_dirs.eval_samples)
-    counts = short_dir_counts(model, data, as_tensor_like(point, dataset.x_train), config, unit)
-    return StageOutput(scalars={"counts": counts})
+    return (x, y) if n is None else (x[:n], y[:n])
 
 
 def as_tensor_like(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
@@ -104,10 +96,50 @@ def as_tensor_like(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(np.asarray(values)).to(device=like.device, dtype=like.dtype)
 
 
-def monotone(values: list[float], sign: int) -> float:
-    """Spearman correlation of ``values`` with their order, times ``sign`` (NaN-safe)."""
-    finite = [v for v in values if math.isfinite(v)]
-    if len(finite) < 2 or len(set(finite)) == 1:
-        return float("nan")
-    rho = spearmanr(range(len(values)), values).statistic
-    return float(sign * rho)
+def counts_of(eigenvalues: np.ndarray, thresholds: list[float]) -> dict[str, float]:
+    """``threshold -> number of eigenvalues above it``, keyed ``f"{t:g}"``."""
+    values = np.asarray(eigenvalues, dtype=np.float64)
+    return {f"{t:g}": float(np.count_nonzero(values > t)) for t in thresholds}
+
+
+def spectrum_part(out: str, config_json: str, point: np.ndarray, unit: str) -> StageOutput:
+    """Short-direction counts at ``point`` (D,), and the train loss there: a curvature job.
+
+    Exact (the dense Hessian's eigenvalues, stored as ``eigenvalues``) when the method is
+    ``exact``, or ``auto`` with ``D <= EXACT_MAX_DIM``; otherwise the SLQ estimate, seeded by
+    ``unit``. Scalars: ``counts``, ``loss`` (on the same samples as the Hessian), ``method``.
+    """
+    config = RunConfig.model_validate_json(config_json)
+    opts = config.wedges.short_dirs
+    dataset = run_dataset(config)
+    model = template_model(config, dataset)
+    data = train_subset(dataset, opts.eval_samples)
+    theta = as_tensor_like(point, dataset.x_train)
+    loss, _ = evaluate_points(ParamSpace(model), theta.reshape(1, -1), *data)
+    exact = opts.method == "exact" or (opts.method == "auto" and theta.numel() <= EXACT_MAX_DIM)
+    arrays: dict[str, np.ndarray] = {}
+    if exact:
+        hessian = dense_hessian(model, data, params=theta).double()
+        eigenvalues = torch.linalg.eigvalsh(hessian).cpu().numpy()
+        arrays["eigenvalues"] = eigenvalues
+        counts = counts_of(eigenvalues, opts.thresholds)
+    else:
+        estimate = count_above(
+            model,
+            data,
+            thresholds=opts.thresholds,
+            params=theta,
+            method="slq",
+            generator=make_generator(config.seed, "short_dirs", unit),
+            num_probes=opts.num_probes,
+            lanczos_steps=opts.lanczos_steps,
+        )
+        counts = {f"{t:g}": float(v) for t, v in estimate.items()}
+    return StageOutput(
+        arrays=arrays,
+        scalars={
+            "counts": counts,
+            "loss": float(loss[0]),
+            "method": "exact" if exact else "slq",
+        },
+    )

@@ -53,27 +53,41 @@ import numpy as np
 import torch
 from torch import nn
 
+from lossatlas.analysis.statistics import (
+    all_of,
+    control,
+    decide,
+    permutation_control,
+    rank_slope,
+)
 from lossatlas.batchnorm import norm_modules
-from lossatlas.claims import Claim
+from lossatlas.claims import Claim, Control, Decision
 from lossatlas.config import ScheduleConfig
 from lossatlas.context import run_dataset, template_model
 from lossatlas.data.adapter import Split, training_data
 from lossatlas.evaluate import LossFn
+from lossatlas.execute import executor_for
+from lossatlas.params import ParamSpace
 from lossatlas.populations.cyclic import cyclic_snapshots
-from lossatlas.populations.train import train_population
+from lossatlas.populations.train import initial_points, train_population
 from lossatlas.seeding import derive_seed
-from lossatlas.stages.output import StageOutput
+from lossatlas.stages.output import Part, StageOutput, run_parts
 from lossatlas.studies.config import RunConfig
 from lossatlas.studies.wedges._snapshot_measures import measure_snapshots, nan_measurements
 from lossatlas.studies.wedges.config import EnsembleConfig
 
 __all__ = [
     "EnsembleResult",
+    "baseline_parts",
+    "decide_ensemble_baselines",
+    "decide_ensemble_vs_swa",
     "ensemble_claims",
     "ensemble_experiment",
     "ensemble_figures",
+    "ensemble_part",
     "ensemble_step",
-    "run_ensembles",
+    "stable_lr_max",
+    "vs_swa_parts",
 ]
 
 
@@ -224,6 +238,10 @@ def ensemble_experiment(
     }
     for key in per_lr[0]:
         arrays[key] = np.stack([m[key] for m in per_lr])
+    # The cycling run's train loss at its start (the warmed-up point) and after the last cycle:
+    # what the stability rule reads.
+    arrays["start_train_loss"] = run.history["train_loss"][:, 0].double().numpy()
+    arrays["final_train_loss"] = run.history["train_loss"][:, -1].double().numpy()
     timings["measure"] = time.perf_counter() - t0
 
     if cfg.independent_members:
@@ -287,6 +305,116 @@ def ensemble_experiment(
 # --------------------------------------------------------------------------- claims
 
 
+# --------------------------------------------------------------------------- decisions
+
+UNSTABLE_FACTOR = 2.0  # a cycle that ends above twice the start's train loss did not settle
+
+
+def stable_lr_max(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """``(L,)`` which LR_max are stable (rule 7): the cycling did not diverge, and its final
+    train loss is at most twice the warmed-up start's (the cycles brought it back down)."""
+    final, start = arrays["final_train_loss"], arrays["start_train_loss"]
+    finite = np.isfinite(final) & np.isfinite(start)
+    return ~arrays["diverged"].astype(bool) & finite & (final <= UNSTABLE_FACTOR * start)
+
+
+def _rank_trend(values: np.ndarray, keep: np.ndarray) -> float:
+    index = np.flatnonzero(keep)
+    return rank_slope(np.asarray(values)[index], positions=index)
+
+
+def vs_swa_parts(arrays: dict[str, np.ndarray]) -> dict[str, float]:
+    """One replicate's three numbers behind ``wedge.ensemble_vs_swa``, over stable LR_max:
+    the slope of (SWA - ensemble) against the LR_max rank, the mean (ensemble - last snapshot)
+    and the slope of the mean successive angle against the rank."""
+    keep = stable_lr_max(arrays)
+    gain = arrays["ensemble_acc"] - arrays["single_acc_last"]
+    return {
+        "swa_gap_trend": _rank_trend(arrays["swa_minus_ensemble"], keep),
+        "ensemble_gain": float(np.mean(gain[keep])) if keep.any() else math.nan,
+        "angle_trend": _rank_trend(arrays["angle_mean"], keep),
+    }
+
+
+def decide_ensemble_vs_swa(
+    parts: list[dict[str, float]], permuted: Control
+) -> tuple[Decision, dict[str, Decision]]:
+    """``wedge.ensemble_vs_swa``: all of (SWA - ensemble falls with LR_max, the ensemble beats
+    the last snapshot, the angle rises with LR_max), each over replicates.
+
+    The evidence is the headline part, SWA - ensemble's trend; ``permuted``: that test with the
+    LR_max labels permuted. Returns the decision and each part's own.
+    """
+    swa = decide(
+        [p["swa_gap_trend"] for p in parts],
+        0.0,
+        "below",
+        "slope of (SWA accuracy - ensemble accuracy) against the rank of the stable LR_max",
+        control=permuted,
+    )
+    gain = decide(
+        [p["ensemble_gain"] for p in parts],
+        0.0,
+        "above",
+        "mean over stable LR_max of (ensemble accuracy - last snapshot's accuracy)",
+    )
+    angle = decide(
+        [p["angle_trend"] for p in parts],
+        0.0,
+        "above",
+        "slope of the mean angle between successive snapshots against the LR_max rank",
+    )
+    by_part = {"swa_gap_falls": swa, "ensemble_beats_single": gain, "angle_rises": angle}
+    return Decision(all_of(d.verdict for d in by_part.values()), swa.evidence), by_part
+
+
+def baseline_parts(arrays: dict[str, np.ndarray]) -> dict[str, float]:
+    """One replicate's margins of the independent members over the most diverse rival (FGE, or
+    the cyclic snapshots of any stable LR_max), in pairwise label disagreement and angle; and
+    FGE's margin over the independent members and the cyclic snapshots (the control)."""
+    keep = stable_lr_max(arrays)
+    out: dict[str, float] = {}
+    if "independent/pairwise_angle" not in arrays or "fge/pairwise_angle" not in arrays:
+        # A baseline was skipped: nothing to compare, every margin is undecided.
+        keys = ("pairwise_disagreement", "pairwise_angle")
+        return {k: math.nan for key in keys for k in (key, f"{key}_swapped")}
+    for key in ("pairwise_disagreement", "pairwise_angle"):
+        cyclic = np.asarray(arrays[key])[keep]
+        independent, fge = float(arrays[f"independent/{key}"]), float(arrays[f"fge/{key}"])
+        out[key] = independent - float(np.max(np.append(cyclic, fge)))
+        out[f"{key}_swapped"] = fge - float(np.max(np.append(cyclic, independent)))
+    return out
+
+
+def decide_ensemble_baselines(
+    parts: list[dict[str, float]],
+) -> tuple[Decision, dict[str, Decision]]:
+    """``wedge.ensemble_baselines``: the independent members are the most diverse set, in
+    label disagreement and in angle, each over replicates (margins above 0)."""
+    decided = {}
+    for key, what in (("pairwise_disagreement", "label disagreement"), ("pairwise_angle", "angle")):
+        decided[key] = decide(
+            [p[key] for p in parts],
+            0.0,
+            "above",
+            f"mean pairwise {what} of the independent members minus the largest among the FGE "
+            "snapshots and the stable cyclic LR_max's snapshots",
+            control=control(
+                "the same margin with FGE in the independent members' place",
+                [p[f"{key}_swapped"] for p in parts],
+                0.0,
+                "above",
+            ),
+        )
+    verdict = all_of(d.verdict for d in decided.values())
+    return Decision(verdict, decided["pairwise_disagreement"].evidence), decided
+
+
+def _part_summary(decision: Decision) -> dict[str, Any]:
+    e = decision.evidence
+    return {"verdict": decision.verdict, "estimate": e.estimate, "ci95": e.ci95}
+
+
 def _setup_line(result: EnsembleResult) -> str:
     m, c = result.meta, result.meta["config"]
     return (
@@ -295,38 +423,36 @@ def _setup_line(result: EnsembleResult) -> str:
         f"{c['optimizer']} momentum {c['momentum']}, batch {c['batch_size']}; start trained "
         f"{c['warmup_epochs']} epochs ({c['warmup_schedule']}, LR {c['warmup_lr']}); "
         f"{c['cycles']} cosine-restart cycles of {c['cycle_epochs']} epochs down to "
-        f"{c['min_factor']} x LR_max; seed {m['seed']}"
+        f"{c['min_factor']} x LR_max"
     )
 
 
-def _row_means(values: np.ndarray) -> np.ndarray:
-    """Mean of each row, NaN (without a warning) for a row that is all NaN (a diverged run)."""
-    finite = np.isfinite(values)
-    counts = finite.sum(axis=1)
-    sums = np.where(finite, values, 0.0).sum(axis=1)
-    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-
-
-def _strictly_increasing(values: np.ndarray) -> bool:
-    return bool(np.all(np.isfinite(values)) and np.all(np.diff(values) > 0))
-
-
-def ensemble_claims(result: EnsembleResult) -> list[Claim]:
-    """The claims ``wedge.ensemble_vs_swa`` and ``wedge.ensemble_baselines`` from ``result``."""
-    a, cfg = result.arrays, result.meta["config"]
-    sigmas = float(cfg["tie_sigmas"])
-    lr = a["lr_max"]
-    ensemble, single, swa_gap = a["ensemble_acc"], a["single_acc_last"], a["swa_minus_ensemble"]
-    angle, dis = a["angle_mean"], a["disagreement_mean"]
-    finite = bool(np.all(np.isfinite(ensemble)) and np.all(np.isfinite(single)))
-    margin = sigmas * a["ensemble_minus_single_se"]
-    beats_single = finite and bool(np.all(ensemble >= single - margin))
-    beats_single_strict = finite and bool(np.all(ensemble >= single))
-    gap_falls = bool(np.isfinite(swa_gap[[0, -1]]).all() and swa_gap[-1] < swa_gap[0])
-    angle_rises = _strictly_increasing(angle)
-    dis_rises = _strictly_increasing(dis)
-    holds = beats_single and gap_falls and angle_rises if len(lr) > 1 else None
-    setup = _setup_line(result)
+def ensemble_claims(results: list[EnsembleResult], *, seed: int = 0) -> list[Claim]:
+    """The claims ``wedge.ensemble_vs_swa`` and ``wedge.ensemble_baselines``, one result per
+    replicate (each from its own start and seed); ``seed`` seeds the permutation control."""
+    arrays = [r.arrays for r in results]
+    setup = f"{_setup_line(results[0])}; {len(results)} replicates (own start and seed each)"
+    vs_parts = [vs_swa_parts(a) for a in arrays]
+    permuted = permutation_control(
+        "the same slope with the LR_max labels permuted",
+        [list(np.asarray(a["swa_minus_ensemble"])[stable_lr_max(a)]) for a in arrays],
+        rank_slope,
+        0.0,
+        "below",
+        seed=seed,
+    )
+    vs_swa, vs_by_part = decide_ensemble_vs_swa(vs_parts, permuted)
+    per_lr_keys = (
+        "ensemble_acc",
+        "swa_acc",
+        "single_acc_last",
+        "single_acc_mean",
+        "swa_minus_ensemble",
+        "angle_mean",
+        "disagreement_mean",
+        "start_train_loss",
+        "final_train_loss",
+    )
     claims = [
         Claim(
             id="wedge.ensemble_vs_swa",
@@ -339,133 +465,94 @@ def ensemble_claims(result: EnsembleResult) -> list[Claim]:
             paper_value=PAPER_TABLE,
             paper_setup="CIFAR-10 CNN, Adam, cyclic LR, 10 snapshots (paper §4.5, Fig 6)",
             measured={
-                "lr_max": lr,
-                "ensemble_acc": ensemble,
-                "swa_acc": a["swa_acc"],
-                "single_acc_last": single,
-                "single_acc_mean": a["single_acc_mean"],
-                "ensemble_minus_single": ensemble - single,
-                "ensemble_minus_single_se": a["ensemble_minus_single_se"],
-                "swa_minus_ensemble": swa_gap,
-                "angle_deg": angle,
-                "angle_from_start_deg": _row_means(a["successive_angle_from_origin"]),
-                "disagreement": dis,
-                "start_test_acc": a["start_test_acc"],
-                "ensemble_ge_single": beats_single,
-                "ensemble_ge_single_strict": beats_single_strict,
-                "swa_gap_falls": gap_falls,
-                "angle_increases": angle_rises,
-                "disagreement_increases": dis_rises,
-                "diverged": a["diverged"],
+                "lr_max": arrays[0]["lr_max"],
+                "stable": [stable_lr_max(a) for a in arrays],
+                "parts": {k: _part_summary(d) for k, d in vs_by_part.items()},
+                "per_replicate": [
+                    {**p, **{k: a[k] for k in per_lr_keys}}
+                    for p, a in zip(vs_parts, arrays, strict=True)
+                ],
             },
-            holds=holds,
+            holds=vs_swa.holds,
             setup=setup,
             criterion=(
-                f"holds iff (1) ensemble_acc >= single_acc_last - {sigmas:g} x se at every "
-                "LR_max (single = the last snapshot; se = the standard error of the accuracy "
-                "difference, paired over the test samples, so a shortfall of a few flipped "
-                "samples counts as a tie), AND (2) swa_minus_ensemble at the highest LR_max < "
-                "at the "
-                "lowest, AND (3) the mean angle between successive snapshot weight vectors "
-                "(from the origin) strictly increases with LR_max. Disagreement rising is "
-                "reported, not required. Needs at least two LR_max values, else undecided."
+                "holds if, over replicates (95% intervals), (1) the slope of SWA − ensemble "
+                "accuracy against the rank of LR_max lies below 0, (2) the mean over LR_max of "
+                "ensemble − last-snapshot accuracy lies above 0 and (3) the slope of the mean "
+                "angle between successive snapshots against the rank lies above 0; fails if any "
+                "part fails. Only stable LR_max count: an LR_max whose cycling diverged, or whose "
+                f"final train loss is above {UNSTABLE_FACTOR:g} x the start's, is left out (rule "
+                "7) and reported in 'stable'. Disagreement is reported, not required"
             ),
             notes=(
                 "Angles are between the weight vectors themselves (from the origin of weight "
-                "space), the reading of the paper's 8°-60°; angles between displacements from "
-                "the shared start are in angle_from_start_deg. Accuracies are on the "
-                f"{result.meta['measured_on']} split. A diverged LR_max gives NaN and fails (1)."
+                "space), the reading of the paper's 8°-60°. Accuracies are on the "
+                f"{results[0].meta['measured_on']} split."
             ),
+            verdict=vs_swa.verdict,
+            evidence=vs_swa.evidence,
         )
     ]
-    claims.append(_baseline_claim(result, setup))
+    base_parts = [baseline_parts(a) for a in arrays]
+    baselines, base_by_part = decide_ensemble_baselines(base_parts)
+    cfg = results[0].meta["config"]
+    claims.append(
+        Claim(
+            id="wedge.ensemble_baselines",
+            statement=(
+                "Independent-run ensembles and fast geometric ensembles (FGE) are the natural "
+                "baselines for cyclic-LR snapshot ensembles; independent runs land in different "
+                "modes and are the most diverse in function space (Fort, Hu & Lakshminarayanan "
+                "2019)."
+            ),
+            paper_value=(
+                "not measured in the paper (A7 names them as baselines); Fort et al. 2019: "
+                "snapshots along one trajectory are less diverse than independent runs"
+            ),
+            paper_setup="Fort et al. 2019: CIFAR-10/100 ResNets and CNNs",
+            measured={
+                "parts": {k: _part_summary(d) for k, d in base_by_part.items()},
+                "per_replicate": [
+                    {
+                        **p,
+                        "independent_ensemble_acc": float(
+                            a.get("independent/ensemble_acc", math.nan)
+                        ),
+                        "fge_ensemble_acc": float(a.get("fge/ensemble_acc", math.nan)),
+                    }
+                    for p, a in zip(base_parts, arrays, strict=True)
+                ],
+            },
+            holds=baselines.holds,
+            setup=(
+                f"{setup}; independent: {cfg['independent_members']} members from independent "
+                f"inits, {cfg['warmup_epochs']} + {cfg['cycles']} x {cfg['cycle_epochs']} epochs "
+                f"each, cosine from LR {cfg['independent_lr']}; FGE: {cfg['fge_cycles']} cycles "
+                f"of {cfg['fge_cycle_epochs']} epochs at LR_max {cfg['fge_lr_max']} from the "
+                "same start"
+            ),
+            criterion=(
+                "holds if, over replicates (95% intervals), the independent members' mean "
+                "pairwise label disagreement AND mean pairwise weight-vector angle each exceed "
+                "the largest of the FGE snapshots' and every stable cyclic LR_max's; fails if "
+                "either margin lies below 0. The independent ensemble's accuracy is reported, "
+                "not required"
+            ),
+            notes=(
+                "Diversity is the mean over all pairs (independent members have no order). The "
+                "independent ensemble costs independent_members times the training of one "
+                "snapshot ensemble, so it is an upper reference, not a same-cost competitor."
+            ),
+            verdict=baselines.verdict,
+            evidence=baselines.evidence,
+        )
+    )
     return claims
 
 
-def _baseline_claim(result: EnsembleResult, setup: str) -> Claim:
-    a, cfg = result.arrays, result.meta["config"]
-    has_ind, has_fge = "independent/ensemble_acc" in a, "fge/ensemble_acc" in a
-    measured: dict[str, Any] = {
-        "cyclic_lr_max": a["lr_max"],
-        "cyclic_ensemble_acc": a["ensemble_acc"],
-        "cyclic_pairwise_disagreement": a["pairwise_disagreement"],
-        "cyclic_pairwise_angle_deg": a["pairwise_angle"],
-    }
-    for name, present in (("independent", has_ind), ("fge", has_fge)):
-        if not present:
-            continue
-        for key in (
-            "ensemble_acc",
-            "single_acc_mean",
-            "swa_acc",
-            "pairwise_disagreement",
-            "pairwise_angle",
-            "disagreement_mean",
-            "angle_mean",
-        ):
-            measured[f"{name}_{key}"] = a[f"{name}/{key}"]
-    holds: bool | None = None
-    if has_ind and has_fge:
-
-        def highest(key: str) -> bool:
-            mine = float(a[f"independent/{key}"])
-            others = np.append(a[key], a[f"fge/{key}"])
-            return bool(np.isfinite(mine) and np.all(mine > others[np.isfinite(others)]))
-
-        most_disagreement, widest_angle = (
-            highest("pairwise_disagreement"),
-            highest("pairwise_angle"),
-        )
-        measured["independent_most_disagreement"] = most_disagreement
-        measured["independent_widest_angle"] = widest_angle
-        measured["independent_best_ensemble"] = bool(
-            float(a["independent/ensemble_acc"])
-            >= np.nanmax(np.append(a["ensemble_acc"], a["fge/ensemble_acc"]))
-        )
-        holds = most_disagreement and widest_angle
-    return Claim(
-        id="wedge.ensemble_baselines",
-        statement=(
-            "Independent-run ensembles and fast geometric ensembles (FGE) are the natural "
-            "baselines for cyclic-LR snapshot ensembles; independent runs land in different "
-            "modes and are the most diverse in function space (Fort, Hu & Lakshminarayanan "
-            "2019)."
-        ),
-        paper_value=(
-            "not measured in the paper (A7 names them as baselines); Fort et al. 2019: "
-            "snapshots along one trajectory are less diverse than independent runs"
-        ),
-        paper_setup="Fort et al. 2019: CIFAR-10/100 ResNets and CNNs",
-        measured=measured,
-        holds=holds,
-        setup=(
-            f"{setup}; independent: {cfg['independent_members']} members from independent "
-            f"inits, {cfg['warmup_epochs']} + {cfg['cycles']} x {cfg['cycle_epochs']} epochs "
-            f"each, cosine from LR {cfg['independent_lr']}; FGE: {cfg['fge_cycles']} cycles "
-            f"of {cfg['fge_cycle_epochs']} epochs at LR_max {cfg['fge_lr_max']} from the same "
-            "start"
-        ),
-        criterion=(
-            "holds iff the independent members are the most diverse set: their mean pairwise "
-            "label disagreement AND their mean pairwise weight-vector angle are both higher "
-            "than those of the FGE snapshots and of the snapshots of every non-diverged "
-            "cyclic LR_max; undecided when a baseline was skipped. Whether the independent "
-            "ensemble is also the most accurate is reported (independent_best_ensemble), not "
-            "required"
-        ),
-        notes=(
-            "Diversity is the mean over all pairs (independent members have no order). The "
-            "independent ensemble costs independent_members times the training of one "
-            "snapshot ensemble, so it is an upper reference, not a same-cost competitor."
-        ),
-    )
-
-
-# --------------------------------------------------------------------------- figures
-
-
 def ensemble_figures(result: EnsembleResult) -> dict[str, bytes]:
-    """PNG figures of ``result``: accuracy and diversity vs LR_max, running ensembles."""
+    """PNG figures of one replicate's ``result``: accuracy and diversity vs LR_max, running
+    ensembles."""
     from lossatlas.plots import figure_to_png
     from lossatlas.plots.ensembles import (
         plot_ensemble_accuracy,
@@ -512,47 +599,47 @@ def ensemble_figures(result: EnsembleResult) -> dict[str, bytes]:
     }
 
 
-def run_ensembles(
-    cfg: EnsembleConfig,
-    model: nn.Module,
-    dataset: Any,
-    seed: int = 0,
-    *,
-    figures: bool = True,
-    **kw: Any,
-) -> EnsembleResult:
-    """The whole A7 study: :func:`ensemble_experiment`, then its claims and figures.
-
-    Args:
-        cfg: every knob.
-        model: the architecture; its current parameters are the start point.
-        dataset: a lossatlas ``Dataset`` (or anything :func:`ensemble_experiment` takes).
-        seed: root seed.
-        figures: render the PNG figures (skip for speed in tests).
-        kw: forwarded to :func:`ensemble_experiment` (``test_data``, ``start_params``,
-            ``loss_fn``, ``progress``).
-
-    Returns:
-        an :class:`EnsembleResult` with ``arrays``, ``claims``, ``figures`` and ``meta``.
-    """
-    t0 = time.perf_counter()
-    result = ensemble_experiment(model, dataset, cfg, seed=seed, **kw)
-    result.claims = ensemble_claims(result)
-    if figures:
-        result.figures = ensemble_figures(result)
-        ids = list(result.figures)
-        result.claims = [replace(c, figures=[*c.figures, *ids]) for c in result.claims]
-    result.meta["seconds"]["total"] = time.perf_counter() - t0
-    return result
-
-
 # --------------------------------------------------------------------------- the step
 
 
-def ensemble_step(out: str, config_json: str) -> StageOutput:
-    """The A7 step: cyclic-LR ensembles and their baselines from the run's template model."""
+def ensemble_part(out: str, config_json: str, replicate: int) -> StageOutput:
+    """One replicate's experiment: its own start (an init drawn for the replicate) and seed."""
     config = RunConfig.model_validate_json(config_json)
     dataset = run_dataset(config)
     model = template_model(config, dataset)
-    result = run_ensembles(config.wedges.ensemble, model, dataset, seed=config.seed)
-    return StageOutput(arrays=result.arrays, figures=result.figures, claims=result.claims)
+    space = ParamSpace(model)
+    start = initial_points(
+        space, 1, seed=derive_seed(config.seed, "ensemble", "start"), member_ids=[replicate]
+    )[0].to(dataset.x_train)
+    result = ensemble_experiment(
+        model,
+        dataset,
+        config.wedges.ensemble,
+        seed=derive_seed(config.seed, "ensemble", replicate),
+        start_params=start,
+    )
+    return StageOutput(arrays=result.arrays, scalars={"meta": _jsonable_meta(result.meta)})
+
+
+def _jsonable_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in meta.items() if k != "seconds"} | {"seconds": meta["seconds"]}
+
+
+def ensemble_step(out: str, config_json: str) -> StageOutput:
+    """The A7 step: cyclic-LR ensembles and their baselines, once per replicate."""
+    config = RunConfig.model_validate_json(config_json)
+    parts = [
+        Part(f"r{r}", ensemble_part, (out, config_json, r)) for r in range(config.wedges.replicates)
+    ]
+    done = run_parts(out, "wedges/ensemble/parts", parts, executor_for(config))
+    results = [
+        EnsembleResult(arrays=done[p.id].arrays, meta=done[p.id].scalars["meta"]) for p in parts
+    ]
+    figures = ensemble_figures(results[0])
+    seed = derive_seed(config.seed, "ensemble", "null")
+    claims = [replace(c, figures=list(figures)) for c in ensemble_claims(results, seed=seed)]
+    return StageOutput(
+        arrays={f"r0/{k}": v for k, v in results[0].arrays.items()},
+        figures=figures,
+        claims=claims,
+    )

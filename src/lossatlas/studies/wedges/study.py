@@ -30,7 +30,7 @@ from lossatlas.execute import Executor
 from lossatlas.stages.output import Step, describe_section, run_step
 from lossatlas.stages.train import train_stage
 from lossatlas.store import AtlasStore
-from lossatlas.studies.config import RunConfig
+from lossatlas.studies.config import RunConfig, check_replicates
 from lossatlas.studies.wedges.connectors import connectors_step
 from lossatlas.studies.wedges.cuts import radial_cuts_step
 from lossatlas.studies.wedges.ensemble import ensemble_step
@@ -73,7 +73,10 @@ def step_fingerprint(config: RunConfig, step: str) -> dict[str, Any]:
         "options": getattr(config.wedges, section).model_dump(mode="json"),
         "base": core,
     }
-    if section in {"tunnel", "connect", "cuts", "sweep"}:
+    if section != "toy":  # the network steps decide over replicates, counts at matched loss
+        fingerprint["replicates"] = config.wedges.replicates
+        fingerprint["match_tolerance"] = config.wedges.match_tolerance
+    if section in {"tunnel", "connect", "sweep"}:
         fingerprint["short_dirs"] = config.wedges.short_dirs.model_dump(mode="json")
     return fingerprint
 
@@ -114,6 +117,7 @@ def run_wedge_step(
 
 def _prepare(config: RunConfig, out: str | Path, executor: Executor | None) -> None:
     """The base population, and the study's description for the report."""
+    check_replicates(config)
     train_stage(config, out, executor=executor)
     describe_section(
         AtlasStore.open(out, create=False),

@@ -33,6 +33,7 @@ __all__ = [
     "ToyResult",
     "adam_descent",
     "as_numpy",
+    "cosine_lr",
     "landscape_of",
     "main_landscape",
     "projected_descent",
@@ -103,7 +104,7 @@ def with_threads(
     return wrapper
 
 
-def _cosine(lr: float, step: int, steps: int) -> float:
+def cosine_lr(lr: float, step: int, steps: int) -> float:
     return lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))
 
 
@@ -120,7 +121,7 @@ def adam_descent(
     optimiser = torch.optim.Adam([x], lr=lr)
     for step in range(steps):
         for group in optimiser.param_groups:
-            group["lr"] = _cosine(lr, step, steps)
+            group["lr"] = cosine_lr(lr, step, steps)
         (grad,) = torch.autograd.grad(objective(x).sum(), x)
         x.grad = grad
         optimiser.step()
@@ -141,7 +142,7 @@ def projected_descent(
         x.requires_grad_(True)
         (grad,) = torch.autograd.grad(objective(x).sum(), x)
         grad = grad - (grad * u).sum(-1, keepdim=True) * u
-        x = (x - _cosine(lr, step, steps) * grad).detach()
+        x = (x - cosine_lr(lr, step, steps) * grad).detach()
     return x
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from lossatlas.claims import Claim
+from lossatlas.analysis.statistics import bootstrap_interval, compare, decide
+from lossatlas.claims import Claim, Control, Decision
 from lossatlas.seeding import make_generator
 from lossatlas.studies.wedges.config import ToyConfig
 from lossatlas.studies.wedges.toy._common import (
@@ -37,6 +39,39 @@ def _predicted_rates(dim: int, n_long: int) -> tuple[float, float]:
     mean = math.exp(log_mean)
     var = max(a / (a + b) - mean**2, 0.0)
     return mean, math.sqrt(var) / mean
+
+
+def _pooled_cv(rates: np.ndarray) -> float:
+    flat = np.asarray(rates, dtype=np.float64).ravel()
+    mean = float(flat.mean())
+    return float(flat.std() / mean) if mean > 0 else math.inf
+
+
+def decide_radial(
+    rates: np.ndarray, axis_rates: np.ndarray, threshold: float, *, seed: int
+) -> Decision:
+    """``toy.radial_probe``: the pooled coefficient of variation of the random-direction rates
+    ``(P, R)``, with a bootstrap interval over the ``P`` points, below ``threshold``.
+
+    The control is the same test on the rates along the wedge's own axes ``(P, D)``: zero along
+    the long axes, so far from round.
+    """
+    found = bootstrap_interval(rates, _pooled_cv, seed=seed)
+    axis = bootstrap_interval(axis_rates, _pooled_cv, seed=seed)
+    return decide(
+        [],
+        threshold,
+        "below",
+        "coefficient of variation of the loss's initial rate of rise over random directions, "
+        "pooled over points",
+        interval=found,
+        control=Control(
+            "the same test along the wedge's own axes",
+            axis.estimate,
+            compare(axis, threshold, "below"),
+            {"ci95": axis.bounds},
+        ),
+    )
 
 
 @with_threads
@@ -84,6 +119,9 @@ def radial_probe(cfg: ToyConfig, seed: int) -> ToyResult:
     per_point_cv = as_numpy(random_rates.std(-1, correction=0) / random_rates.mean(-1))
     axis_flat = as_numpy(axis_rates).ravel()
     axis_cv = float(axis_flat.std() / axis_flat.mean())
+    decision = decide_radial(
+        as_numpy(random_rates), as_numpy(axis_rates), cfg.cv_threshold, seed=seed
+    )
     predicted: dict[str, float] = {}
     if landscape.epsilon == 0 and landscape.width_kind == "equal":
         p_mean, p_cv = _predicted_rates(landscape.dim, landscape.n_long)
@@ -120,7 +158,9 @@ def radial_probe(cfg: ToyConfig, seed: int) -> ToyResult:
                 "max_base_loss": float(base.max()),
                 **predicted,
             },
-            holds=bool(cv < cfg.cv_threshold),
+            holds=decision.holds,
+            verdict=decision.verdict,
+            evidence=decision.evidence,
             setup=(
                 f"toy wedges ({landscape.describe()}); {cfg.radial_points} points descended "
                 f"onto wedges (Adam {cfg.steps} steps), {cfg.directions} random unit directions "
@@ -128,8 +168,9 @@ def radial_probe(cfg: ToyConfig, seed: int) -> ToyResult:
                 f"{[round(float(x), 6) for x in t]}"
             ),
             criterion=(
-                f"coefficient of variation (std / mean, pooled over points and directions) of "
-                f"the random-direction rates < {cfg.cv_threshold:g}"
+                "holds if the 95% bootstrap interval (over the probed points) of the coefficient "
+                "of variation (std / mean, pooled over points and directions) of the "
+                f"random-direction rates lies below {cfg.cv_threshold:g}"
             ),
             notes=(
                 "A round hole gives cv 0; probing along the wedge's own axes gives rate 0 along "

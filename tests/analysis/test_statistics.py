@@ -1,0 +1,115 @@
+"""The statistics behind the verdicts, against exact answers and scipy's own."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from lossatlas.analysis.statistics import (
+    all_of,
+    bootstrap_interval,
+    common_range,
+    compare,
+    control,
+    decide,
+    equal_lag_contrast,
+    interpolate_at,
+    mean_interval,
+    permutation_control,
+    permuted,
+    proportion_interval,
+    rank_slope,
+)
+
+
+def test_mean_interval_is_the_student_t_interval() -> None:
+    values = [0.2, 0.5, 0.9, 0.4]
+    found = mean_interval(values)
+    mean, sem = np.mean(values), stats.sem(values)
+    half = stats.t.ppf(0.975, df=3) * sem
+    assert found.estimate == pytest.approx(mean)
+    assert (found.low, found.high) == pytest.approx((mean - half, mean + half))
+    assert found.n == 4
+
+
+def test_mean_interval_edge_cases() -> None:
+    assert mean_interval([1.0, 1.0, 1.0]).bounds == (1.0, 1.0)
+    single = mean_interval([2.0, math.nan])
+    assert single.n == 1 and single.bounds is None
+    assert mean_interval([]).n == 0
+
+
+def test_compare_holds_fails_and_straddles() -> None:
+    assert compare(mean_interval([1.0, 1.1, 1.2]), 0.0, "above") == "holds"
+    assert compare(mean_interval([-1.0, -1.1, -1.2]), 0.0, "above") == "fails"
+    assert compare(mean_interval([-1.0, 1.0, 0.1]), 0.0, "above") == "inconclusive"
+    assert compare(mean_interval([-1.0, -1.1, -1.2]), 0.0, "below") == "holds"
+    assert compare(mean_interval([3.0]), 0.0, "above") == "inconclusive"  # no interval
+
+
+def test_a_holding_control_makes_the_claim_inconclusive() -> None:
+    strong = [1.0, 1.1, 1.2]
+    fine = decide(
+        strong, 0.0, "above", "x", control=control("null", [0.0, -0.1, 0.1], 0.0, "above")
+    )
+    assert fine.verdict == "holds" and fine.evidence.control.verdict == "inconclusive"
+    blind = decide(strong, 0.0, "above", "x", control=control("null", strong, 0.0, "above"))
+    assert blind.verdict == "inconclusive"
+
+
+def test_proportion_interval_is_wilson() -> None:
+    found = proportion_interval(9, 12)
+    ci = stats.binomtest(9, 12).proportion_ci(method="wilson")
+    assert (found.low, found.high) == pytest.approx((ci.low, ci.high))
+
+
+def test_bootstrap_interval_covers_and_is_seeded() -> None:
+    data = np.arange(10.0)
+    a = bootstrap_interval(data, np.mean, seed=1)
+    b = bootstrap_interval(data, np.mean, seed=1)
+    assert a == b and a.low < 4.5 < a.high
+
+
+def test_all_of() -> None:
+    assert all_of(["holds", "holds"]) == "holds"
+    assert all_of(["holds", "fails"]) == "fails"
+    assert all_of(["holds", "inconclusive"]) == "inconclusive"
+    assert all_of([]) == "inconclusive"
+
+
+def test_rank_slope_matches_a_least_squares_fit() -> None:
+    assert rank_slope([1.0, 2.0, 3.0]) == pytest.approx(1.0)
+    assert rank_slope([1.0, math.e, math.e**2], log=True) == pytest.approx(1.0)
+    assert rank_slope([5.0, 3.0], positions=[0, 2]) == pytest.approx(-1.0)
+    assert math.isnan(rank_slope([1.0, math.nan]))
+
+
+def test_interpolation_and_common_range() -> None:
+    assert interpolate_at([3, 1, 2], [30, 10, 20], 2.5) == pytest.approx(25.0)
+    assert math.isnan(interpolate_at([1, 2], [1, 2], 3.0))  # no extrapolation
+    assert common_range([[1, 5], [2, 7], [0, 4]]) == (2.0, 4.0)
+    assert common_range([[1, 2], [3, 4]]) is None
+
+
+def test_equal_lag_contrast_separates_blocks_from_decay() -> None:
+    k = 9
+    i, j = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
+    decay = 0.68 ** np.abs(i - j)  # the audit's counterexample: no block edge
+    assert equal_lag_contrast(decay, 5) == pytest.approx(0.0, abs=1e-12)
+    block = np.where((i < 5) == (j < 5), 0.8, 0.0)
+    np.fill_diagonal(block, 1.0)
+    assert equal_lag_contrast(block, 5) == pytest.approx(0.8)
+
+
+def test_permutations_never_return_the_identity_and_control_is_seeded() -> None:
+    rng = np.random.default_rng(0)
+    assert all(permuted([1, 2], rng) == [2, 1] for _ in range(20))
+    items = [[1.0, 2.0, 3.0, 4.0]] * 3
+    a = permutation_control("perm", items, rank_slope, 0.0, "above", seed=3)
+    b = permutation_control("perm", items, rank_slope, 0.0, "above", seed=3)
+    assert a == b
+    low, high = a.details["null_95"]
+    assert low < 0 < high  # the null of a slope is centred on 0

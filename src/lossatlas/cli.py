@@ -212,9 +212,7 @@ def show(
     out: Annotated[str, typer.Argument(help="Output folder (or URL) holding atlas.zarr.")],
     claims: Annotated[
         bool,
-        typer.Option(
-            "--claims", help="Print the claims dashboard (verdicts, estimates) instead."
-        ),
+        typer.Option("--claims", help="Print the claims dashboard (verdicts, estimates) instead."),
     ] = False,
     debug: DebugOption = False,
 ) -> None:

@@ -190,9 +190,7 @@ def build_store(
             "Loss Landscapes”, IDA 2022.",
             order=1, steps=["compare"],
         )  # fmt: skip
-        describe_section(
-            store, "train", title="Training", text="The trained population.", order=2
-        )
+        describe_section(store, "train", title="Training", text="The trained population.", order=2)
     config_json = "{}"
     run_step(
         out, "wedges/tunnel", {"step": "tunnel"}, tunnel_step, config_json,

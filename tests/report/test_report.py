@@ -279,7 +279,9 @@ def test_plotly_is_inlined_once_in_the_smallest_build_that_serves(
 ) -> None:
     out = build_store(tmp_path / kind, interactive=kind)
     html = build_report(out).read_text(encoding="utf-8")
-    match = re.findall(r'<script id="plotly-bundle"[^>]*data-build="(\w+)"[^>]*>([^<]*)</script>', html)
+    match = re.findall(
+        r'<script id="plotly-bundle"[^>]*data-build="(\w+)"[^>]*>([^<]*)</script>', html
+    )
     assert len(match) == 1 and match[0][0] == build
     code = gzip.decompress(base64.b64decode(match[0][1])).decode()
     chosen = next(b for b in available_bundles() if b.name == build)

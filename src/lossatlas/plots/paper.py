@@ -42,8 +42,13 @@ __all__ = [
 Table = Mapping[str, Mapping[Any, Any]]
 """curve label -> {x: y}; a paper ``y`` may be a ``(low, high)`` range."""
 
-_OURS_STYLE = {"linestyle": "-", "linewidth": 1.8}
-_PAPER_STYLE = {"linestyle": "--", "linewidth": 1.3, "markerfacecolor": "white", "alpha": 0.9}
+_OURS_STYLE: dict[str, Any] = {"linestyle": "-", "linewidth": 1.8}
+_PAPER_STYLE: dict[str, Any] = {
+    "linestyle": "--",
+    "linewidth": 1.3,
+    "markerfacecolor": "white",
+    "alpha": 0.9,
+}
 
 
 @dataclass(frozen=True)
@@ -123,8 +128,10 @@ def _positions(panel: Panel) -> tuple[dict[Any, float], dict[Any, float], list[f
         return ours, paper, [float(i) for i in range(n)], labels
     keys = _ordered(list(dict.fromkeys([*our_keys, *paper_keys])))
     if all(_number(k) is not None for k in keys):
+        # 2 and "2" are the same setting: one tick per distinct value.
         where = {k: float(_number(k) or 0.0) for k in keys}
-        return where, where, sorted(set(where.values())), [_label(k) for k in _ordered(keys)]
+        ticks = sorted(set(where.values()))
+        return where, where, ticks, [f"{t:g}" for t in ticks]
     where = {k: float(i) for i, k in enumerate(keys)}
     return where, where, [float(i) for i in range(len(keys))], [_label(k) for k in keys]
 
@@ -136,8 +143,8 @@ def _draw_panel(ax: Any, panel: Panel, colours: dict[str, str]) -> None:
         x = [ours_at[k] for k in keys]
         y = [_point(curve[k])[0] for k in keys]
         err = panel.ours_err.get(label, {})
-        yerr = [float(err.get(k, 0.0)) for k in keys] if err else None
-        ax.errorbar(x, y, yerr=yerr, marker="o", color=colours[label], capsize=3, **_OURS_STYLE)
+        our_err = [float(err.get(k, 0.0)) for k in keys] if err else None
+        ax.errorbar(x, y, yerr=our_err, marker="o", color=colours[label], capsize=3, **_OURS_STYLE)
     for label, curve in panel.paper.items():
         keys = [k for k in _ordered(list(curve)) if k in paper_at]
         points = [_point(curve[k]) for k in keys]
@@ -260,6 +267,27 @@ def _by_threshold(table: Mapping[Any, Mapping[Any, Any]]) -> dict[str, dict[Any,
     return curves
 
 
+def _counts(
+    ours: Table,
+    paper: Table,
+    xlabel: str,
+    x_axis: Literal["shared", "rank"],
+    setups: tuple[str, str],
+    title: str | None,
+) -> Figure:
+    """One log-scale panel of eigenvalue counts, a curve per threshold on each side."""
+    panel = Panel(
+        title="eigenvalues above threshold",
+        ours=ours,
+        paper=paper,
+        xlabel=xlabel,
+        ylabel="count (log)",
+        x_axis=x_axis,
+        log_y=True,
+    )
+    return plot_beside_paper([panel], our_setup=setups[0], paper_setup=setups[1], title=title)
+
+
 def plot_short_dirs_beside_paper(
     ours: Mapping[Any, Mapping[Any, float]],
     paper: Mapping[Any, Mapping[Any, Any]],
@@ -278,16 +306,8 @@ def plot_short_dirs_beside_paper(
         setting: what the settings are (the x label); drawn at their rank.
         our_setup, paper_setup, title: see :func:`plot_beside_paper`.
     """
-    panel = Panel(
-        title="eigenvalues above threshold",
-        ours=_by_threshold(ours),
-        paper=_by_threshold(paper),
-        xlabel=setting,
-        ylabel="count (log)",
-        x_axis="rank",
-        log_y=True,
-    )
-    return plot_beside_paper([panel], our_setup=our_setup, paper_setup=paper_setup, title=title)
+    setups = (our_setup, paper_setup)
+    return _counts(_by_threshold(ours), _by_threshold(paper), setting, "rank", setups, title)
 
 
 def plot_tunnel_short_dirs_beside_paper(
@@ -307,16 +327,14 @@ def plot_tunnel_short_dirs_beside_paper(
             ``{"0.03": {"ends": (280, 300), "middle": 845}, ...}``.
         our_setup, paper_setup, title: see :func:`plot_beside_paper`.
     """
-    panel = Panel(
-        title="eigenvalues above threshold",
-        ours={f"> {_label(t)}": dict(c) for t, c in ours.items()},
-        paper={f"> {_label(t)}": dict(c) for t, c in paper.items()},
-        xlabel="position on the tunnel",
-        ylabel="count (log)",
-        x_axis="shared",
-        log_y=True,
+    return _counts(
+        {f"> {_label(t)}": dict(c) for t, c in ours.items()},
+        {f"> {_label(t)}": dict(c) for t, c in paper.items()},
+        "position on the tunnel",
+        "shared",
+        (our_setup, paper_setup),
+        title,
     )
-    return plot_beside_paper([panel], our_setup=our_setup, paper_setup=paper_setup, title=title)
 
 
 def plot_connector_short_dirs_beside_paper(
@@ -337,16 +355,10 @@ def plot_connector_short_dirs_beside_paper(
         our_setup, paper_setup, title: see :func:`plot_beside_paper`.
     """
     label = f"> {threshold}"
-    panel = Panel(
-        title="eigenvalues above threshold",
-        ours={label: dict(ours)},
-        paper={label: dict(paper)},
-        xlabel="number of optima m",
-        ylabel="count (log)",
-        x_axis="shared",
-        log_y=True,
+    setups = (our_setup, paper_setup)
+    return _counts(
+        {label: dict(ours)}, {label: dict(paper)}, "number of optima m", "shared", setups, title
     )
-    return plot_beside_paper([panel], our_setup=our_setup, paper_setup=paper_setup, title=title)
 
 
 def plot_ensemble_beside_paper(

@@ -131,14 +131,14 @@ def compare_runs(outs: Sequence[str | Path]) -> Comparison:
                         seen.add(row.id)
                         placed.setdefault((paper.title, experiment.title), []).append(row.id)
     groups = []
-    differing = []
+    differing: list[CompareRow] = []
     anchors = Anchors()
-    for (paper, experiment), ids in placed.items():
-        rows = []
+    for (paper_title, experiment_title), ids in placed.items():
+        rows: list[CompareRow] = []
         for claim_id in ids:
             cells = tuple(_cell(run.get(claim_id)) for run in by_run)
             first = next(run[claim_id] for run in by_run if claim_id in run)
-            row = CompareRow(
+            compared = CompareRow(
                 id=claim_id,
                 anchor=anchors.make("claim", claim_id),
                 title=first.title,
@@ -146,10 +146,10 @@ def compare_runs(outs: Sequence[str | Path]) -> Comparison:
                 cells=cells,
                 differs=len({c.verdict for c in cells}) > 1,
             )
-            rows.append(row)
-            if row.differs:
-                differing.append(row)
-        groups.append(CompareGroup(paper, experiment, tuple(rows)))
+            rows.append(compared)
+            if compared.differs:
+                differing.append(compared)
+        groups.append(CompareGroup(paper_title, experiment_title, tuple(rows)))
     run_table = []
     for name, attribute in _RUN_FIELDS:
         values = tuple(str(getattr(info, attribute)) or "–" for info in infos)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lossatlas.claims import Claim, Control, Evidence, load_claims
+from lossatlas.report.figures import words
 from lossatlas.report.layout import Anchors, StoreLayout
 from lossatlas.report.model import (
     ClaimRow,
@@ -21,7 +22,6 @@ from lossatlas.report.model import (
     PaperClaims,
     VerdictName,
 )
-from lossatlas.report.figures import words
 from lossatlas.report.values import display_value, format_scalar
 from lossatlas.store import AtlasStore
 

@@ -34,7 +34,7 @@ def optimise_png(blob: bytes) -> bytes:
             warnings.simplefilter("ignore")  # e.g. DecompressionBombWarning: pass it through
             image = Image.open(io.BytesIO(blob))
             image.load()
-    except Exception:  # noqa: BLE001 - an unreadable image is shown (or reported) as stored
+    except Exception:  # an unreadable image is shown (or reported) as stored
         return blob
     if getattr(image, "n_frames", 1) != 1 or image.width * image.height > _MAX_PIXELS:
         return blob

@@ -28,7 +28,11 @@ __all__ = [
 
 VerdictName = Literal["holds", "fails", "inconclusive"]
 VERDICT_SYMBOLS: dict[str, str] = {"holds": "✓", "fails": "✗", "inconclusive": "?"}
-VERDICT_LABELS: dict[str, str] = {"holds": "holds", "fails": "fails", "inconclusive": "inconclusive"}
+VERDICT_LABELS: dict[str, str] = {
+    "holds": "holds",
+    "fails": "fails",
+    "inconclusive": "inconclusive",
+}
 
 
 @dataclass(frozen=True)

@@ -65,14 +65,15 @@ def _break_opportunities(text: str) -> Markup:
     return Markup(re.sub(r"(_|\.(?!\d))", r"\1<wbr>", str(escape(text))))
 
 
-def render_html(sections: Iterable[Section], *, title: str) -> str:
-    """Render ``sections`` to one HTML page (plotly.js inlined once, if any figure needs it)."""
+def render_html(sections: Iterable[Section], *, title: str, where: str = "") -> str:
+    """Render ``sections`` to one HTML page (plotly.js inlined once, if any figure needs it);
+    ``where`` names the run's location in the header."""
     sections = list(sections)
     plotly = [f for s in sections for f in s.figures if f.kind == "plotly"]
     bundle = choose_bundle({t for f in plotly for t in f.traces}) if plotly else None
     template = _environment().get_template("report.html.j2")
     return template.render(
-        title=title, sections=sections, nav=navigation(sections), plotly=bundle
+        title=title, sections=sections, nav=navigation(sections), plotly=bundle, where=where
     )
 
 
@@ -91,7 +92,8 @@ def build_report(
     """
     store = AtlasStore.open(out, read_only=True)
     target = join_location(store.out_dir, REPORT_NAME) if path is None else as_location(path)
-    html = render_html(report_sections(store), title=title or run_info(store, str(out)).title)
+    info = run_info(store, str(out))
+    html = render_html(report_sections(store), title=title or info.title, where=info.out)
     write_bytes(target, html.encode("utf-8"))
     return target
 

@@ -76,6 +76,11 @@ def match_preset(config: dict[str, Any]) -> tuple[str, list[str]]:
     return best
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` when it is a dict (a stored attribute), else ``{}``."""
+    return value if isinstance(value, dict) else {}
+
+
 def _created(stamp: Any) -> str:
     """``2026-12-02T07:46:40+00:00`` -> ``2026-12-02 07:46 UTC`` (as stored if unparseable)."""
     if not isinstance(stamp, str) or not stamp:
@@ -92,8 +97,7 @@ def _created(stamp: Any) -> str:
 def run_info(store: AtlasStore, out: str = "") -> RunInfo:
     """How the run in ``store`` is named (see :class:`RunInfo`)."""
     root = store.attrs()
-    config = root.get("config") if isinstance(root.get("config"), dict) else {}
-    versions = root.get("lossatlas") if isinstance(root.get("lossatlas"), dict) else {}
+    config, versions = _mapping(root.get("config")), _mapping(root.get("lossatlas"))
     preset, changed = match_preset(config) if config else ("", [])
     if preset and not changed:
         note = f"{preset} preset"
@@ -126,9 +130,8 @@ def run_info(store: AtlasStore, out: str = "") -> RunInfo:
 
 def _this_setup(config: dict[str, Any]) -> str:
     """One sentence on what this run trains, from the config's core sections."""
-    data = config.get("data") if isinstance(config.get("data"), dict) else {}
-    model = config.get("model") if isinstance(config.get("model"), dict) else {}
-    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    data, model = _mapping(config.get("data")), _mapping(config.get("model"))
+    train = _mapping(config.get("train"))
     shape = ", ".join(f"{k} {model[k]}" for k in ("width", "depth") if model.get(k) is not None)
     net = f"{model.get('name', 'a model')}" + (f" ({shape})" if shape else "")
     dataset = str(data.get("name") or "its dataset")
@@ -136,7 +139,7 @@ def _this_setup(config: dict[str, Any]) -> str:
         dataset += f" ({data['n_train']} training samples)"
     if data.get("label_noise"):
         dataset += f" with label noise {data['label_noise']}"
-    parts = []
+    parts: list[str] = []
     if train.get("members"):
         parts.append(f"{train['members']} members")
     if train.get("epochs"):
@@ -160,8 +163,7 @@ def setup_paragraphs(
         papers: ``(title, citation, stated paper setup or "", the paper's claims)`` per paper;
             without a stated setup the paper's most common claim ``paper_setup`` stands in.
     """
-    config = store.attrs().get("config")
-    config = config if isinstance(config, dict) else {}
+    config = _mapping(store.attrs().get("config"))
     lines = [("This run", _this_setup(config))] if config else []
     for title, citation, stated, claims in papers:
         setup = stated or _most_common(c.paper_setup for c in claims)

@@ -321,8 +321,10 @@ def _total_time(store: AtlasStore, layout: StoreLayout) -> float:
 
 def _setup(store: AtlasStore, layout: StoreLayout) -> Section:
     root = store.attrs()
-    versions = root.get("lossatlas") if isinstance(root.get("lossatlas"), dict) else {}
-    config = root.get("config") if isinstance(root.get("config"), dict) else {}
+    versions: dict[str, Any] = root.get("lossatlas") or {}
+    config: dict[str, Any] = root.get("config") or {}
+    versions = versions if isinstance(versions, dict) else {}
+    config = config if isinstance(config, dict) else {}
     facts = [(f"{k}", Value("text", format_scalar(v))) for k, v in versions.items()]
     facts.append(
         ("report rendered with", Value("text", f"jinja2 {package_version('jinja2')}, "

@@ -58,9 +58,14 @@ def _table(title: str, *, header: bool) -> Table:
         header_style="bold", expand=True,
     )  # fmt: skip
     for name, ratio in _COLUMNS:
-        justify = "right" if name == "reps" else "left"
-        wide = {"min_width": 14, "no_wrap": True} if name == "verdict" else {}
-        table.add_column(name, ratio=ratio, overflow="fold", justify=justify, **wide)
+        table.add_column(
+            name,
+            ratio=ratio,
+            overflow="fold",
+            justify="right" if name == "reps" else "left",
+            min_width=14 if name == "verdict" else None,
+            no_wrap=name == "verdict",
+        )
     return table
 
 
@@ -88,12 +93,12 @@ def claims_table(store: AtlasStore) -> Group:
             for row in experiment.rows:
                 claim = Text(row.title)
                 claim.append(f"\n{row.id}", style="dim")
-                verdict = Text(f"{VERDICT_SYMBOLS[row.verdict]} {row.verdict}", _STYLES[row.verdict])
+                badge = Text(f"{VERDICT_SYMBOLS[row.verdict]} {row.verdict}", _STYLES[row.verdict])
                 table.add_row(
                     claim,
                     Text(row.paper_figure or "–"),
                     _estimate(row),
-                    verdict,
+                    badge,
                     Text(row.evidence.replicates if row.evidence else "–"),
                     _control(row),
                 )

@@ -427,4 +427,4 @@ def test_build_report_to_url(url: str) -> None:
     assert written == f"{url}/report.html"
     with fsspec.open(str(written), "rt", encoding="utf-8") as handle:
         page = handle.read()
-    assert "lossatlas report: out" in page and "No claims in this store yet" in page
+    assert f"<code>{url}</code>" in page and "No claims in this store yet" in page

@@ -138,6 +138,10 @@ class Claim:
         verdict: ``holds``, ``fails`` or ``inconclusive`` (default: what ``holds`` says).
         evidence: what decided it (:class:`Evidence`); ``None`` in records written before the
             evidence engine.
+        title: a short title for the report's dashboard row (``""``: the report derives one
+            from the id).
+        paper_figure: the figure or table of the paper the claim is read from, e.g.
+            ``"Fort & Jastrzebski 2019, Fig. 4"`` (``""``: the report uses its step's).
     """
 
     id: str
@@ -152,6 +156,8 @@ class Claim:
     figures: list[str] = field(default_factory=list)
     verdict: Verdict | None = None
     evidence: Evidence | None = None
+    title: str = ""
+    paper_figure: str = ""
 
     def __post_init__(self) -> None:
         if self.verdict is None:

@@ -210,14 +210,23 @@ def _print_train_summary(summary: Any) -> None:
 @app.command()
 def show(
     out: Annotated[str, typer.Argument(help="Output folder (or URL) holding atlas.zarr.")],
+    claims: Annotated[
+        bool,
+        typer.Option("--claims", help="Print the claims dashboard (verdicts, estimates) instead."),
+    ] = False,
     debug: DebugOption = False,
 ) -> None:
-    """List what the atlas store in OUT holds."""
+    """List what the atlas store in OUT holds, or (--claims) its claims dashboard."""
     from lossatlas.store import AtlasStore
 
     def action() -> None:
         store = AtlasStore.open(out, read_only=True)
-        console.print(store.to_rich())
+        if claims:
+            from lossatlas.report import claims_table
+
+            console.print(claims_table(store))
+        else:
+            console.print(store.to_rich())
 
     _guarded(debug, action)
 
@@ -552,18 +561,51 @@ def run(
 
 @app.command()
 def report(
-    out: Annotated[str, typer.Argument(help="Output folder (or URL) holding atlas.zarr.")],
+    outs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Output folder (or URL) holding atlas.zarr; with --compare, two or more.",
+            show_default=False,
+        ),
+    ],
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare",
+            help="Write one page that sets the runs' verdicts and estimates side by side "
+            "and flags every claim whose verdict differs.",
+        ),
+    ] = False,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            help="Where to write the page (default: OUT/report.html; with --compare, "
+            "comparison.html in the current folder).",
+        ),
+    ] = None,
     debug: DebugOption = False,
 ) -> None:
-    """Re-render OUT/summary.json and OUT/report.html from the store (no recomputation)."""
-    from lossatlas.report import build_report
+    """Re-render OUT/summary.json and OUT/report.html from the store (no recomputation), or
+    compare several runs (--compare)."""
+    from lossatlas.report import build_comparison, build_report
+    from lossatlas.report.render import COMPARISON_NAME
     from lossatlas.stages.summary import write_summary
     from lossatlas.store import AtlasStore
 
     def action() -> None:
-        store = AtlasStore.open(out, read_only=True)
+        if compare:  # compare_runs refuses fewer than two runs
+            page = build_comparison(outs, output or COMPARISON_NAME)
+            console.print(f"comparison: {page}", highlight=False)
+            return
+        if len(outs) != 1:
+            raise LossAtlasError(
+                f"report renders one run, got {len(outs)}: add --compare to compare them"
+            )
+        store = AtlasStore.open(outs[0], read_only=True)
         summary = write_summary(store)
-        console.print(f"summary: {summary}\nreport:  {build_report(out)}", highlight=False)
+        page = build_report(outs[0], path=output)
+        console.print(f"summary: {summary}\nreport:  {page}", highlight=False)
 
     _guarded(debug, action)
 

@@ -1,43 +1,43 @@
-"""The report's page model: sections, claim rows, figures and values, as plain records.
+"""The report's page model: the run, the claims dashboard, sections, figures and values.
 
-Tests check the page through these records without parsing HTML; :mod:`~.sections` builds them
-from the store and :mod:`~.render` turns them into HTML.
+Plain frozen records. Tests check the page through them without parsing HTML; the builders
+(:mod:`~.dashboard`, :mod:`~.sections`, :mod:`~.compare`) make them from stores and
+:mod:`~.render` turns them into HTML.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import yaml
+from typing import Literal
 
 __all__ = [
+    "VERDICT_LABELS",
+    "VERDICT_SYMBOLS",
     "ClaimRow",
+    "EvidenceView",
+    "ExperimentClaims",
     "FigureView",
+    "NavExperiment",
+    "NavPaper",
+    "PaperClaims",
+    "RunInfo",
     "Section",
     "Value",
-    "clip",
-    "display_value",
-    "duration",
-    "fact_value",
-    "facts_of",
-    "format_scalar",
-    "is_scalar",
-    "study_links",
+    "VerdictName",
 ]
 
-_LIST_INLINE = 10  # longer lists of numbers are abridged (the whole list sits in a <details>)
-_MATRIX_INLINE = 16  # larger matrices are summarised, not tabulated
-_FULL_LIMIT = 4000  # characters of an abridged value's full text
-_MAX_DEPTH = 3  # nesting shown as tables; deeper values become compact JSON
-_FACT_LEAVES = 16  # group attributes with more values than this are folded away
+VerdictName = Literal["holds", "fails", "inconclusive"]
+VERDICT_SYMBOLS: dict[str, str] = {"holds": "✓", "fails": "✗", "inconclusive": "?"}
+VERDICT_LABELS: dict[str, str] = {
+    "holds": "holds",
+    "fails": "fails",
+    "inconclusive": "inconclusive",
+}
 
 
 @dataclass(frozen=True)
 class Value:
-    """A stored JSON value prepared for display (see :func:`display_value`).
+    """A stored JSON value prepared for display (see :func:`~.values.display_value`).
 
     Attributes:
         kind: ``"text"`` (a formatted scalar or compact list), ``"mapping"`` (``items`` as a
@@ -65,15 +65,20 @@ class FigureView:
     Attributes:
         name: the file name (``"width_distribution.png"``).
         path: where the blob lives in the store (``""`` for figures the report drew).
-        anchor: the HTML id, for links from the claims table.
-        caption: the file name turned into words.
+        anchor: the HTML id, for links from the dashboard and the navigation.
+        caption: what the figure shows and what to look for (its stored ``caption``
+            attribute, else the file name in words).
         kind: ``"image"`` (``body`` is a ``data:`` URI), ``"plotly"`` (``body`` is a trusted
-            plotly fragment) or ``"text"`` (``body`` is shown escaped, with ``note`` saying why).
+            plotly fragment whose scripts the page runs when the figure is drawn) or ``"text"``
+            (``body`` is shown escaped, with ``note`` saying why).
         body: see ``kind``.
         media_type: the stored media type.
-        claims: ``(id, anchor)`` of the claims that cite this figure.
+        claims: ``(id, anchor, verdict)`` of the claims that cite this figure.
         note: a remark shown under the caption.
         wide: a landscape image (several panels) that gets the full width of the page.
+        alt: the text alternative of an image (its stored ``alt``, else the caption).
+        title: the figure's short title in the navigation.
+        traces: the plotly trace types of an interactive figure (``("scatter",)``).
     """
 
     name: str
@@ -83,40 +88,161 @@ class FigureView:
     kind: Literal["image", "plotly", "text"]
     body: str
     media_type: str
-    claims: tuple[tuple[str, str], ...] = ()  # (claim id, anchor of its row)
+    claims: tuple[tuple[str, str, str], ...] = ()
     note: str = ""
     wide: bool = False
+    alt: str = ""
+    title: str = ""
+    traces: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EvidenceView:
+    """A claim's evidence, formatted (``""`` where the record has no value).
+
+    Attributes:
+        statistic: what the estimate is, in words.
+        estimate: the deciding number.
+        ci95: its 95% interval, ``"[low, high]"``.
+        threshold: the value the estimate is compared with.
+        replicates: independent units behind the estimate.
+        control_name, control_estimate, control_verdict: the negative control's test.
+        control_details: anything else the control recorded.
+    """
+
+    statistic: str
+    estimate: str
+    ci95: str
+    threshold: str
+    replicates: str
+    control_name: str = ""
+    control_estimate: str = ""
+    control_verdict: str = ""
+    control_details: Value | None = None
 
 
 @dataclass(frozen=True)
 class ClaimRow:
-    """One row of the claims table: the paper's statement and number beside ours."""
+    """One claim: its dashboard row, and the full record behind its disclosure.
+
+    Attributes:
+        id: the claim id.
+        anchor: the HTML id of its row.
+        title: its short title (the claim's own, else derived from the id).
+        paper_figure: the paper's figure or table it is read from (the claim's own, else its
+            experiment's); ``""`` when neither says.
+        verdict: ``holds``, ``fails`` or ``inconclusive``.
+        evidence: what decided it; ``None`` for records written before the evidence engine.
+        statement, paper_value, paper_setup, measured, setup, criterion, notes: the record.
+        group: the store group that produced it (``""`` if unknown).
+        group_anchor: the anchor of that group's section.
+        figures: ``(file name, caption, anchor or "")`` of the figures that show it.
+    """
 
     id: str
     anchor: str
+    title: str
+    paper_figure: str
+    verdict: VerdictName
+    evidence: EvidenceView | None
     statement: str
     paper_value: Value
     paper_setup: str
     measured: Value
     setup: str
     criterion: str
-    holds: bool | None
     notes: str
-    group: str  # the store group that produced it ("" if unknown)
+    group: str
     group_anchor: str
-    figures: tuple[tuple[str, str, str], ...]  # (file name, caption, anchor or "" if absent)
-
-    @property
-    def status(self) -> Literal["holds", "fails", "undecided"]:
-        """``"holds"``, ``"fails"`` or ``"undecided"`` (also the CSS class)."""
-        if self.holds is None:
-            return "undecided"
-        return "holds" if self.holds else "fails"
+    figures: tuple[tuple[str, str, str], ...]
 
     @property
     def symbol(self) -> str:
-        """✓, ✗ or – (undecided)."""
-        return {"holds": "✓", "fails": "✗", "undecided": "–"}[self.status]
+        """✓, ✗ or ? (inconclusive)."""
+        return VERDICT_SYMBOLS[self.verdict]
+
+    @property
+    def figure_anchor(self) -> str:
+        """The first of its figures that the page shows, else its group's section."""
+        return next((a for _, _, a in self.figures if a), self.group_anchor)
+
+
+@dataclass(frozen=True)
+class ExperimentClaims:
+    """The dashboard rows of one experiment (a step's group), in id order."""
+
+    title: str
+    anchor: str  # its section ("" when the claims name no group)
+    paper_figure: str
+    rows: tuple[ClaimRow, ...]
+
+
+@dataclass(frozen=True)
+class PaperClaims:
+    """One paper's block of the dashboard.
+
+    Attributes:
+        family: its top-level group (``"wedges"``).
+        title, text: how the group describes itself (title and citation).
+        counts: ``(verdict, count)`` for holds, fails and inconclusive.
+        experiments: its experiments' claims, in the order the study runs them.
+    """
+
+    family: str
+    title: str
+    text: str
+    counts: tuple[tuple[VerdictName, int], ...]
+    experiments: tuple[ExperimentClaims, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(n for _, n in self.counts)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What names a run: the page title and the comparison page's columns.
+
+    Attributes:
+        out: where the store lives (folder or URL), as given.
+        preset: the preset the config matches (``"quick"``), ``""`` when none does.
+        config_note: ``"preset quick"``, ``"quick with 2 settings changed"`` or
+            ``"custom config"``.
+        changed: the dotted settings that differ from ``preset`` (at most a few shown).
+        seed: the root seed (``""`` when unknown).
+        created: when the store was made (ISO 8601, UTC), ``""`` when unknown.
+        device: the configured device and the torch build.
+        version: the lossatlas version that made the store.
+        title: the page title.
+    """
+
+    out: str
+    preset: str
+    config_note: str
+    changed: tuple[str, ...]
+    seed: str
+    created: str
+    device: str
+    version: str
+    title: str
+
+
+@dataclass(frozen=True)
+class NavExperiment:
+    """One experiment in the navigation, with its figures ``(title, anchor)``."""
+
+    title: str
+    anchor: str
+    figures: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class NavPaper:
+    """One paper (or other top-level group) in the navigation."""
+
+    title: str
+    anchor: str  # "" when the paper has several experiments, which are then its children
+    experiments: tuple[NavExperiment, ...]
 
 
 @dataclass(frozen=True)
@@ -124,184 +250,49 @@ class Section:
     """One section of the page; the template renders the fields that its ``kind`` uses.
 
     Attributes:
-        anchor: the HTML id (table of contents target).
+        anchor: the HTML id (navigation target).
         title: the heading.
-        kind: ``"overview"``, ``"claims"``, ``"group"`` (one store group) or ``"setup"``.
-        group: the store group of a ``"group"`` section.
+        kind: ``"dashboard"``, ``"experiment"`` (one store group), ``"setup"`` or
+            ``"layout"`` (the store-layout appendix).
+        group: the store group of an ``"experiment"`` section.
         family: the top-level group (``"wedges"``, ``"horoi"``, ``"probes"``, ``"train"``...).
         family_title, family_text: how that group describes itself (its ``section`` attrs: a
             study's title and citation); the group's path and ``""`` when it does not.
-        subtitle: one line under the heading (a citation or what the group holds).
+        paper_figure: the paper's figure or table an experiment reproduces (``""``: not
+            recorded).
+        subtitle: one line under the heading (what the group holds).
+        paragraphs: the dashboard's opening lines, ``(who, setup)``: this run's setup and each
+            paper's, so a reader sees how they differ.
+        papers: the dashboard's claims by paper.
+        counts: ``(verdict, count)`` over all claims (dashboard).
         facts: settings and attributes as ``(name, value)`` pairs.
         results: the group's ``result`` scalars (or, for training, the final-epoch metrics).
         results_caption: the heading of ``results``.
-        figures: the figures, stored order.
-        claims: claim rows (the claims section) or the group's own claims (group sections).
-        counts: ``(label, count, status)`` badges (overview).
-        links: the group sections by study (overview): ``(title, anchor, description,
-            ((short title, anchor), ...))``; ``anchor`` is ``""`` when the study has several
-            sections, which are then the children.
+        figures: the figures, static first, then interactive.
+        claims: the group's own claims (experiment sections).
         timings: ``(group, stage, seconds)`` rows.
         details: ``(summary, preformatted text)`` collapsible blocks.
+        layout: ``(title, anchor, group path, what it holds)`` rows of the store-layout
+            appendix.
     """
 
     anchor: str
     title: str
-    kind: Literal["overview", "claims", "group", "setup"]
+    kind: Literal["dashboard", "experiment", "setup", "layout"]
     group: str = ""
     family: str = ""
     family_title: str = ""
     family_text: str = ""
+    paper_figure: str = ""
     subtitle: str = ""
+    paragraphs: tuple[tuple[str, str], ...] = ()
+    papers: tuple[PaperClaims, ...] = ()
+    counts: tuple[tuple[VerdictName, int], ...] = ()
     facts: tuple[tuple[str, Value], ...] = ()
     results: tuple[tuple[str, Value], ...] = ()
     results_caption: str = ""
     figures: tuple[FigureView, ...] = ()
     claims: tuple[ClaimRow, ...] = ()
-    counts: tuple[tuple[str, int, str], ...] = ()
-    links: tuple[tuple[str, str, str, tuple[tuple[str, str], ...]], ...] = ()
     timings: tuple[tuple[str, str, float], ...] = ()
     details: tuple[tuple[str, str], ...] = ()
-
-
-# --------------------------------------------------------------------------- values
-
-
-def format_scalar(value: Any) -> str:
-    if value is None:
-        return "n/a"  # claims store non-finite numbers as null
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def is_scalar(value: Any) -> bool:
-    return value is None or isinstance(value, (bool, int, float, str))
-
-
-def _compact(value: Any) -> str:
-    """Compact JSON with numbers at 4 significant digits, for values shown as one string."""
-    if isinstance(value, float):
-        return format_scalar(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_compact(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_compact(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    return format_scalar(value)
-
-
-def clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def display_value(value: Any, depth: int = 0) -> Value:
-    """Prepare a stored JSON value for display: scalars formatted, dicts and lists as tables.
-
-    Long lists and big matrices are abridged inline, with the whole value kept in ``full``.
-    """
-    if isinstance(value, dict):
-        if not value:
-            return Value("text", "{}")
-        if depth >= _MAX_DEPTH:
-            text = _compact(value)
-            return Value("text", clip(text, 120), full=clip(text, _FULL_LIMIT))
-        items = tuple((str(k), display_value(v, depth + 1)) for k, v in value.items())
-        return Value("mapping", items=items)
-    if isinstance(value, (list, tuple)):
-        return _display_list(list(value), depth)
-    return Value("text", format_scalar(value))
-
-
-def _display_list(value: list[Any], depth: int) -> Value:
-    if not value:
-        return Value("text", "[]")
-    if all(isinstance(v, dict) for v in value) and depth < _MAX_DEPTH and len(value) <= 50:
-        columns: list[str] = []
-        for record in value:
-            columns.extend(str(k) for k in record if str(k) not in columns)
-        rows = tuple(
-            tuple(
-                display_value(record[c], depth + 1) if c in record else Value("text", "")
-                for c in columns
-            )
-            for record in value
-        )
-        return Value("records", columns=tuple(columns), rows=rows)
-    rows_are_numbers = all(
-        isinstance(row, list) and row and all(is_scalar(x) for x in row) for row in value
-    )
-    if rows_are_numbers and len({len(row) for row in value}) == 1:
-        n, m = len(value), len(value[0])
-        summary = f"{n}×{m} matrix"
-        if n <= _MATRIX_INLINE and m <= _MATRIX_INLINE:
-            cells = tuple(tuple(Value("text", format_scalar(x)) for x in row) for row in value)
-            return Value("matrix", summary, rows=cells)
-        return Value("text", summary, full=clip(_compact(value), _FULL_LIMIT))
-    text = _compact(value)
-    if all(is_scalar(v) for v in value) and len(value) <= _LIST_INLINE and len(text) <= 100:
-        return Value("text", text)
-    if all(is_scalar(v) for v in value) and len(value) > 8:
-        head = ", ".join(_compact(v) for v in value[:6])
-        tail = ", ".join(_compact(v) for v in value[-2:])
-        short = f"[{head}, …, {tail}] ({len(value)} values)"
-        return Value("text", clip(short, 160), full=clip(text, _FULL_LIMIT))
-    return Value("text", clip(text, 120), full=clip(text, _FULL_LIMIT))
-
-
-def _leaves(value: Any) -> int:
-    if isinstance(value, dict):
-        return sum(_leaves(v) for v in value.values())
-    if isinstance(value, list):
-        return sum(_leaves(v) for v in value)
-    return 1
-
-
-def fact_value(value: Any) -> Value:
-    """Like :func:`display_value`, but a big nested setting (a whole config section repeated in
-    every group's attributes) is folded into a ``<details>`` with its YAML."""
-    if isinstance(value, dict) and _leaves(value) > _FACT_LEAVES:
-        keys = [str(k) for k in value]
-        head = ", ".join(keys[:6]) + (", …" if len(keys) > 6 else "")
-        full = yaml.safe_dump(value, sort_keys=False, allow_unicode=True, width=100)
-        return Value("text", f"{head} ({_leaves(value)} values)", full=clip(full, _FULL_LIMIT))
-    return display_value(value, 1)
-
-
-def facts_of(mapping: dict[str, Any]) -> tuple[tuple[str, Value], ...]:
-    return tuple((str(k), fact_value(v)) for k, v in mapping.items())
-
-
-def duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{int(minutes)} min {secs:.0f} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{int(hours)} h {int(minutes)} min"
-
-
-def study_links(
-    groups: Iterable[Section],
-) -> tuple[tuple[str, str, str, tuple[tuple[str, str], ...]], ...]:
-    """Group sections gathered by study (top-level group), in page order: ``(title, anchor,
-    text, children)``, with ``anchor`` ``""`` when the study has several sections (then the
-    children, ``(short title, anchor)``, link them)."""
-    by_family: dict[str, list[Section]] = {}
-    for section in groups:
-        by_family.setdefault(section.family, []).append(section)
-    links = []
-    for family, sections in by_family.items():
-        title, note = sections[0].family_title or family, sections[0].family_text
-        if len(sections) == 1 and sections[0].group == family:
-            links.append((sections[0].title, sections[0].anchor, note, ()))
-            continue
-        children = tuple((s.group[len(family) + 1 :] or s.group, s.anchor) for s in sections)
-        links.append((title, "", note, children))
-    return tuple(links)
+    layout: tuple[tuple[str, str, str, str], ...] = ()

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -29,10 +29,12 @@ from lossatlas.store import AtlasStore
 
 __all__ = [
     "SECTION_ATTR",
+    "Caption",
     "Part",
     "StageOutput",
     "Step",
     "describe_section",
+    "describe_step",
     "read_output",
     "run_once",
     "run_parts",
@@ -41,6 +43,19 @@ __all__ = [
 ]
 
 _RESULT_UNIT = "result"
+
+
+class Caption(NamedTuple):
+    """What the report writes under a figure, and its text alternative.
+
+    Attributes:
+        caption: what the figure shows and what to look for in it (one or two sentences; the
+            part before the first ``": "`` or ``". "`` titles the figure in the navigation).
+        alt: what the figure shows, for readers who cannot see it (``""``: the caption).
+    """
+
+    caption: str
+    alt: str = ""
 
 
 @dataclass
@@ -53,12 +68,16 @@ class StageOutput:
         figures: file name -> bytes: ``*.png`` (matplotlib) or ``*.html`` (a plotly fragment
             without plotly.js), stored under ``figures/``.
         claims: claim records, stored in the ``claims`` group.
+        captions: figure file name -> :class:`Caption` (or a plain ``(caption, alt)`` pair),
+            stored as the ``caption`` and ``alt`` attributes of that figure's blob. Figures
+            without one are captioned by their file name.
     """
 
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     scalars: dict[str, Any] = field(default_factory=dict)
     figures: dict[str, bytes] = field(default_factory=dict)
     claims: list[Claim] = field(default_factory=list)
+    captions: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def write_output(store: AtlasStore, group: str, output: StageOutput) -> None:
@@ -71,6 +90,9 @@ def write_output(store: AtlasStore, group: str, output: StageOutput) -> None:
     for name, blob in output.figures.items():
         media = "image/png" if name.endswith(".png") else "text/html"
         store.save_bytes(f"{group}/figures/{name}", blob, media)
+        if name in output.captions:
+            caption, alt = Caption(*output.captions[name])
+            store.update_attrs(f"{group}/figures/{name}", {"caption": caption, "alt": alt})
     store.update_attrs(
         group,
         {
@@ -143,13 +165,19 @@ def run_once(
     compute: Callable[..., StageOutput],
     *args: Any,
     attrs: dict[str, Any] | None = None,
+    title: str = "",
+    paper_figure: str = "",
 ) -> bool:
     """Run ``compute(*args)`` unless ``group`` already holds a complete result.
 
-    Returns whether it ran. The store in ``out`` must exist.
+    Returns whether it ran. The store in ``out`` must exist. ``title`` and ``paper_figure``
+    say how the report presents the group (see :func:`describe_step`); they are written even
+    when the result is already complete, so an older store gains them without recomputing.
     """
     store = AtlasStore.open(out, create=False)
     store.ensure_group(group, attrs={**(attrs or {}), **fingerprint}, fingerprint=fingerprint)
+    if title or paper_figure:
+        describe_step(store, group, title=title, paper_figure=paper_figure)
     unit = Unit(id=_RESULT_UNIT, fn=_compute_and_write, args=(str(out), group, compute, args))
     return bool(run_units(LocalExecutor(progress=False), store, group, [unit], description=group))
 
@@ -173,10 +201,27 @@ def run_step(
     *,
     key: dict[str, Any] | None = None,
     attrs: dict[str, Any] | None = None,
+    title: str = "",
+    paper_figure: str = "",
 ) -> bool:
-    """Run a study step once into ``group`` (see :func:`run_once`); returns whether it ran."""
+    """Run a study step once into ``group`` (see :func:`run_once`); returns whether it ran.
+
+    ``title`` names the experiment in the report (e.g. ``"Tunnels between two optima"``) and
+    ``paper_figure`` the figure or table of the paper it reproduces (e.g.
+    ``"Fort & Jastrzebski 2019, Fig. 3"``); see :func:`describe_step`.
+    """
     return run_once(
-        out, group, fingerprint, _call_step, step, str(out), config_json, key or {}, attrs=attrs
+        out,
+        group,
+        fingerprint,
+        _call_step,
+        step,
+        str(out),
+        config_json,
+        key or {},
+        attrs=attrs,
+        title=title,
+        paper_figure=paper_figure,
     )
 
 
@@ -196,7 +241,8 @@ def _compute_and_write(
 
 
 SECTION_ATTR = "section"
-"""The attribute in which a top-level group describes itself to the report."""
+"""The attribute in which a group describes itself to the report: a top-level group (a study)
+through :func:`describe_section`, a step's group through :func:`describe_step`."""
 
 
 def describe_section(
@@ -207,12 +253,40 @@ def describe_section(
     text: str,
     order: int,
     steps: Sequence[str] = (),
+    paper_setup: str = "",
 ) -> None:
     """Write how the report presents a top-level group: its title, one line of text (a study's
     citation, or what the group holds), its place on the page and its steps' order.
 
-    The report reads these instead of knowing the studies and stages by name.
+    ``paper_setup`` says what the paper measured on (``"CIFAR-10 SimpleCNN, Adam"``); the
+    report's opening paragraph sets it beside this run's setup (``""``: the report takes the
+    most common ``paper_setup`` of the group's claims). The report reads these instead of
+    knowing the studies and stages by name.
     """
     store.ensure_group(group)
-    section = {"title": title, "text": text, "order": order, "steps": list(steps)}
+    section: dict[str, Any] = {"title": title, "text": text, "order": order, "steps": list(steps)}
+    if paper_setup:
+        section["paper_setup"] = paper_setup
     store.update_attrs(group, {SECTION_ATTR: section})
+
+
+def describe_step(
+    store: AtlasStore, group: str, *, title: str = "", paper_figure: str = ""
+) -> None:
+    """Write how the report presents one experiment (a step's group, e.g. ``wedges/tunnel``).
+
+    Args:
+        store: the atlas store (the group is created if missing).
+        group: the step's group.
+        title: the experiment's name in the report's navigation and heading
+            (``""``: its description attribute, else its path in words).
+        paper_figure: the figure or table of the paper the step reproduces, e.g.
+            ``"Fort & Jastrzebski 2019, Fig. 4"``; the report shows it in the heading and in
+            the claims dashboard (a claim's own ``paper_figure`` wins there).
+    """
+    store.ensure_group(group, units=False)
+    current = store.attrs(group).get(SECTION_ATTR)
+    section = dict(current) if isinstance(current, dict) else {}
+    section.update({k: v for k, v in (("title", title), ("paper_figure", paper_figure)) if v})
+    if section != current:
+        store.update_attrs(group, {SECTION_ATTR: section})

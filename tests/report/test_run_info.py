@@ -58,7 +58,7 @@ def test_setup_lines_set_this_run_beside_each_paper(tmp_path: Path) -> None:
     )
     assert lines[0] == (
         "This run",
-        "mlp (width 32, depth 2) on mnist1d (512 training samples) (4 members, 3 epochs, sgd "
+        "mlp (width 32, depth 2) on mnist1d (512 training samples) (6 members, 3 epochs, sgd "
         "at LR 0.1, batch 64).",
     )
     assert lines[1:] == (

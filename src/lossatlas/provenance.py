@@ -56,12 +56,22 @@ class WriteLog:
     runs: set[str] = field(default_factory=set)
 
     def add_chunks(self, array: str, box: Box) -> None:
-        """Note that ``box`` of ``array`` was written (merged with the last box if adjacent)."""
+        """Note that ``box`` of ``array`` was written, coalesced with the boxes it adjoins.
+
+        Coalescing keeps a marker small when a unit writes its rows one at a time in any order
+        (a jump unit writes snapshot ``t`` of every member, then ``t + 1``, ...).
+        """
         boxes = self.chunks.setdefault(array, [])
-        if boxes and _merge(boxes[-1], box):
-            return
-        if box not in boxes:
-            boxes.append(box)
+        box = [list(r) for r in box]
+        merged = True
+        while merged:
+            merged = False
+            for i, other in enumerate(boxes):
+                if _merge(box, other):
+                    del boxes[i]
+                    merged = True
+                    break
+        boxes.append(box)
 
     def to_json(self) -> dict[str, Any]:
         """The marker's ``writes`` record."""
@@ -69,7 +79,7 @@ class WriteLog:
 
 
 def _merge(last: Box, box: Box) -> bool:
-    """Extend ``last`` in place by ``box`` when they differ only by adjacency along one axis."""
+    """Extend ``last`` in place by ``box`` when the two together form one box."""
     if len(last) != len(box):
         return False
     differing = [d for d in range(len(box)) if last[d] != box[d]]
@@ -212,10 +222,12 @@ def owners(
             found.add(marker.key)
     if found:
         return found
-    return _by_layout(node, markers, set(unit_groups))
+    return _by_layout(node, markers, set(unit_groups), document=chunk is None)
 
 
-def _by_layout(node: str, markers: list[Marker], unit_groups: set[str]) -> set[tuple[str, str]]:
+def _by_layout(
+    node: str, markers: list[Marker], unit_groups: set[str], *, document: bool
+) -> set[tuple[str, str]]:
     """The fallback for nodes no marker logged: the layout rules of the module docstring.
 
     Only groups whose markers hold no log are guessed at: a logged group's units said exactly
@@ -225,7 +237,8 @@ def _by_layout(node: str, markers: list[Marker], unit_groups: set[str]) -> set[t
     for marker in markers:
         by_group.setdefault(marker.group, []).append(marker)
     unit_groups |= set(by_group)
-    for group in _ancestors(node):
+    # A group's own document belongs to its own units first (a step's attributes, its result).
+    for group in ([node] if document else []) + _ancestors(node):
         if group not in unit_groups:
             continue
         present = by_group.get(group, [])

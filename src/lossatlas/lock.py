@@ -153,6 +153,9 @@ class _FileLock:
         self.ttl = ttl
         self.fd: int | None = None
         self.lease: Lease | None = None
+        # A command refused for bad input must leave no trace: a folder made only for the lock
+        # is removed again on release if nothing else was written into it.
+        self.made_folder = not path.parent.exists()
 
     def try_acquire(self) -> bool:
         """Take the lock if it is free."""
@@ -173,6 +176,9 @@ class _FileLock:
                 raise
             self.lease = _folder_lease(self.path.with_name(f"{LOCK_NAME}.lease"), self.ttl)
             return self.lease.try_acquire()
+        if not _same_file(fd, self.path):
+            os.close(fd)  # its holder removed it on release: lock the file that is there now
+            return self.try_acquire()
         self.fd = fd
         # Say who holds it; another driver reads this to name us. Written in place: only the
         # holder writes the file, and a reader that catches half of it just names no one.
@@ -192,10 +198,27 @@ class _FileLock:
     def release(self) -> None:
         if self.lease is not None:
             self.lease.release()
-        # The file stays: unlinking a flock file lets two later drivers lock different inodes.
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        if self.fd is None:
+            return
+        folder = self.path.parent
+        if self.made_folder and [p.name for p in folder.iterdir()] == [LOCK_NAME]:
+            # Removed while still locked; a driver waiting on this file sees that it is gone
+            # (_same_file) and locks the new one, so two drivers never hold different inodes.
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+                folder.rmdir()
+        os.close(self.fd)
+        self.fd = None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is still the file at ``path`` (not one unlinked since it was opened)."""
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        return False
+    there = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 # --------------------------------------------------------------------------- leases (URLs)
@@ -271,6 +294,7 @@ def _url_lease(url: str, ttl: float) -> Lease:
 
     fs, root = url_filesystem(url)
     path = f"{root.rstrip('/')}/{LOCK_NAME}"
+    made = not fs.exists(root)
     fs.makedirs(root, exist_ok=True)
 
     def read() -> bytes | None:
@@ -279,7 +303,13 @@ def _url_lease(url: str, ttl: float) -> Lease:
         except FileNotFoundError:
             return None
 
-    return Lease(read, lambda data: put_whole(fs, path, data), lambda: fs.rm(path), ttl=ttl)
+    def delete() -> None:
+        fs.rm(path)
+        if made and not fs.ls(root):  # a folder made only for the lease leaves no trace
+            with contextlib.suppress(Exception):
+                fs.rmdir(root)
+
+    return Lease(read, lambda data: put_whole(fs, path, data), delete, ttl=ttl)
 
 
 def _folder_lease(path: Path, ttl: float) -> Lease:

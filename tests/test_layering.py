@@ -19,9 +19,9 @@ PACKAGE = Path(lossatlas.__file__).resolve().parent
 
 # Lowest first. A module may import modules of its own layer or of lower layers, never higher.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "seeding", "config", "runtime", "location"),
+    ("errors", "seeding", "config", "runtime", "faults", "location"),
     ("data", "models", "params", "optim", "checkpoint", "evaluate", "batchnorm"),
-    ("store", "claims"),
+    ("store", "backends", "chunks", "listing", "provenance", "lock", "verify", "claims"),
     ("populations",),
     ("probes", "analysis", "plots"),
     ("execute", "context"),

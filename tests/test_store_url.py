@@ -375,8 +375,10 @@ def test_unwritable_summary_url_is_one_line(memory_url: str, denied: str) -> Non
     store = AtlasStore.open(memory_url, config=CONFIG)
     with pytest.raises(StoreError) as info:
         write_summary(store, f"{denied}/summary.json")
-    assert str(info.value).startswith(f"cannot write {denied}/summary.json: PermissionError")
-    assert "\n" not in str(info.value)
+    message = str(info.value)
+    assert message.startswith(f"cannot write {denied}/summary.json: permission denied")
+    assert "PermissionError" in message and "re-running the same command resumes" in message
+    assert "\n" not in message
 
 
 # --------------------------------------------------------------------------- summary and report

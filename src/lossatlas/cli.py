@@ -6,8 +6,9 @@ folder) print one line on stderr and exit with code 2; ``--debug`` shows the tra
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -69,6 +70,28 @@ RayAddressOption = Annotated[
 ]
 
 
+WaitOption = Annotated[
+    bool,
+    typer.Option(
+        "--wait",
+        help="If another lossatlas command is writing OUT, wait for it to finish instead of "
+        "stopping.",
+    ),
+]
+
+
+@contextlib.contextmanager
+def _driving(out: str | Path, wait: bool) -> Iterator[None]:
+    """Hold OUT's one-driver lock for a command that writes (see lossatlas.lock)."""
+    from lossatlas.lock import driver_lock
+
+    def waiting(holder: str) -> None:
+        err_console.print(f"waiting for {holder} to finish with {out}", highlight=False)
+
+    with driver_lock(out, wait=wait, on_wait=waiting):
+        yield
+
+
 ThreadsOption = Annotated[
     int | None,
     typer.Option(
@@ -100,9 +123,10 @@ def _guarded(debug: bool, action: Callable[[], T]) -> T:
     except LossAtlasError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
     except OSError as exc:  # e.g. disk full or permissions changing under a running job
-        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        from lossatlas.faults import fault_message
+
         err_console.print(
-            f"[bold red]error:[/] {exc.strerror or exc}{where}", highlight=False, soft_wrap=True
+            f"[bold red]error:[/] {fault_message(exc, 'access')}", highlight=False, soft_wrap=True
         )
     except KeyboardInterrupt:
         err_console.print("interrupted: re-run the same command to resume", highlight=False)
@@ -148,6 +172,7 @@ def train(
     executor: ExecutorOption = None,
     ray_address: RayAddressOption = None,
     threads: ThreadsOption = None,
+    wait: WaitOption = False,
     overrides: OverridesArg = None,
     debug: DebugOption = False,
 ) -> None:
@@ -167,7 +192,8 @@ def train(
             **_execution_flags(executor, ray_address, threads),
         }
         cfg = _resolve_config(preset, config, overrides, flags)
-        summary = train_stage(cfg, out)
+        with _driving(out, wait):
+            summary = train_stage(cfg, out)
         _print_train_summary(summary)
         if summary.diverged.all():
             raise _diverged_error(summary.diverged)
@@ -298,6 +324,7 @@ def _probe_action(
     name: str,
     executor: str | None = None,
     ray_address: str | None = None,
+    wait: bool = False,
 ) -> Callable[[], None]:
     """What every probe command does: validate its options, find the target, run, print.
 
@@ -309,7 +336,8 @@ def _probe_action(
         options = _validated(options_model, **values)
         request = _probe_request(*where)
         run_on = _probe_executor(executor, ray_address)
-        group, ran = stage(request, options, name, executor=run_on)
+        with _driving(where[0], wait):
+            group, ran = stage(request, options, name, executor=run_on)
         _print_probe(where[0], group, ran)
 
     return action
@@ -344,6 +372,7 @@ def width(
         typer.Option(help="Also track width over the stored training snapshots (default off)."),
     ] = None,
     name: NameOption = "default",
+    wait: WaitOption = False,
     overrides: OverridesArg = None,
     debug: DebugOption = False,
 ) -> None:
@@ -364,7 +393,7 @@ def width(
         }
     )
     where = (out, member, checkpoint, preset, config, overrides)
-    _guarded(debug, _probe_action(width_stage, WidthOptions, values, where, name))
+    _guarded(debug, _probe_action(width_stage, WidthOptions, values, where, name, wait=wait))
 
 
 def _given(values: dict[str, Any]) -> dict[str, Any]:
@@ -412,6 +441,7 @@ def surface(
     name: NameOption = "default",
     executor: ExecutorOption = None,
     ray_address: RayAddressOption = None,
+    wait: WaitOption = False,
     overrides: OverridesArg = None,
     debug: DebugOption = False,
 ) -> None:
@@ -433,7 +463,7 @@ def surface(
     )
     where = (out, member, checkpoint, preset, config, overrides)
     action = _probe_action(
-        surface_stage, SurfaceOptions, values, where, name, executor, ray_address
+        surface_stage, SurfaceOptions, values, where, name, executor, ray_address, wait
     )
     _guarded(debug, action)
 
@@ -456,6 +486,7 @@ def curvature(
     name: NameOption = "default",
     executor: ExecutorOption = None,
     ray_address: RayAddressOption = None,
+    wait: WaitOption = False,
     overrides: OverridesArg = None,
     debug: DebugOption = False,
 ) -> None:
@@ -466,7 +497,7 @@ def curvature(
     values = _given({"k": k, "method": method, "eval_samples": samples, "seed": seed})
     where = (out, member, checkpoint, preset, config, overrides)
     action = _probe_action(
-        curvature_stage, CurvatureOptions, values, where, name, executor, ray_address
+        curvature_stage, CurvatureOptions, values, where, name, executor, ray_address, wait
     )
     _guarded(debug, action)
 
@@ -478,12 +509,14 @@ def _wedge_step(
     config: Path | None,
     overrides: list[str] | None,
     execution: dict[str, Any],
+    wait: bool = False,
 ) -> None:
     """Train the base population if needed, then run one step of the wedge study."""
     from lossatlas.studies.wedges.study import run_wedge_step
 
     cfg = _resolve_config(preset, config, overrides, execution)
-    ran = run_wedge_step(cfg, out, step)
+    with _driving(out, wait):
+        ran = run_wedge_step(cfg, out, step)
     _print_claims(out, f"wedges/{step}", ran)
 
 
@@ -510,11 +543,12 @@ def _make_step_command(step: str, doc: str) -> None:
         config: ConfigOption = None,
         executor: ExecutorOption = None,
         ray_address: RayAddressOption = None,
+        wait: WaitOption = False,
         overrides: OverridesArg = None,
         debug: DebugOption = False,
     ) -> None:
         execution = _execution_flags(executor, ray_address)
-        _guarded(debug, lambda: _wedge_step(step, out, preset, config, overrides, execution))
+        _guarded(debug, lambda: _wedge_step(step, out, preset, config, overrides, execution, wait))
 
     command.__doc__ = doc
     app.command(name=step.replace("_", "-") if step != "radial_cuts" else "cuts")(command)
@@ -539,6 +573,7 @@ def run(
     executor: ExecutorOption = None,
     ray_address: RayAddressOption = None,
     threads: ThreadsOption = None,
+    wait: WaitOption = False,
     overrides: OverridesArg = None,
     debug: DebugOption = False,
 ) -> None:
@@ -548,7 +583,8 @@ def run(
     def action() -> None:
         flags = _execution_flags(executor, ray_address, threads)
         cfg = _resolve_config(preset, config, overrides, flags)
-        result = run_all(cfg, out, console=err_console)
+        with _driving(out, wait):
+            result = run_all(cfg, out, console=err_console)
         console.print(f"summary: {result.summary}\nreport:  {result.report}", highlight=False)
         console.print(
             f"claims: {result.counts['holds']} hold, {result.counts['fails']} fail, "
@@ -608,6 +644,57 @@ def report(
         console.print(f"summary: {summary}\nreport:  {page}", highlight=False)
 
     _guarded(debug, action)
+
+
+@app.command()
+def verify(
+    out: Annotated[str, typer.Argument(help="Output folder (or URL) holding atlas.zarr.")],
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Make the damaged units incomplete, so that re-running the command that "
+            "wrote OUT recomputes exactly them.",
+        ),
+    ] = False,
+    wait: WaitOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Check every chunk, marker and metadata document of the store; list damaged units.
+
+    Exit code 0: no damage; 1: damage found (and not repaired); 2: an error, or damage that no
+    unit rewrites.
+    """
+    from lossatlas.verify import repair_store, verify_store
+
+    def action() -> int:
+        if not repair:
+            report = verify_store(out)  # reads only: no lock
+            console.print("\n".join(report.lines()), highlight=False, soft_wrap=True)
+            return 0 if report.ok else 1
+        with _driving(out, wait):
+            report = verify_store(out)
+            console.print("\n".join(report.lines()), highlight=False, soft_wrap=True)
+            if report.ok:
+                return 0
+            done = repair_store(out, report)
+        console.print(
+            f"repaired: {len(done.invalidated)} unit(s) marked incomplete, "
+            f"{len(done.deleted)} damaged object(s) removed, {len(done.rewritten)} group "
+            "document(s) rewritten; re-run the command that wrote the store to recompute them",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if report.unowned:
+            raise LossAtlasError(
+                f"{len(report.unowned)} damaged object(s) were written by no unit on record "
+                f"and cannot be recomputed (first: {report.unowned[0].key}); use a new --out"
+            )
+        return 0
+
+    code = _guarded(debug, action)
+    if code:
+        raise typer.Exit(code)
 
 
 def main() -> None:

@@ -19,10 +19,12 @@ import contextlib
 import os
 import re
 import tempfile
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from lossatlas.errors import StoreError
+from lossatlas.faults import StoreFault, describe_error, fault_message
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -34,9 +36,12 @@ __all__ = [
     "is_url",
     "join_location",
     "location_name",
+    "put_whole",
+    "replace_file",
     "storage_options",
     "url_filesystem",
     "write_bytes",
+    "write_kind",
 ]
 
 #: A local folder (``Path``) or an fsspec URL (``str``); see the module docstring.
@@ -94,12 +99,6 @@ def location_name(out: Location) -> str:
         rest = str(out).partition("://")[2].rstrip("/")
         return rest.rsplit("/", 1)[-1] or str(out)
     return Path(out).name or str(out)
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line for any exception: ``Type: first line of its message``."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 # --------------------------------------------------------------------------- filesystems
@@ -173,43 +172,100 @@ def url_filesystem(url: str) -> tuple[AbstractFileSystem, str]:
 
 # --------------------------------------------------------------------------- writing files
 
+# Backends whose one PUT of an object is applied whole or not at all: a reader never sees half.
+_WHOLE_OBJECT_PROTOCOLS = frozenset(
+    {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oci", "oss", "memory"}
+)
 
-def write_bytes(target: Location, data: bytes) -> None:
-    """Write a whole file (summary, report) so that a reader never sees half of it.
 
-    Folders and ``file://`` URLs: a temporary file beside the target, renamed into place.
-    Other URLs: one ``pipe_file``, which object stores apply whole or not at all.
-    Raises :class:`StoreError` (one line) when the file cannot be written.
+def write_kind(fs: AbstractFileSystem) -> str:
+    """How a whole file is written on ``fs`` so that a reader never sees half of it.
+
+    ``"rename"``: local files, a temporary file beside the target renamed into place;
+    ``"whole"``: object stores, where one upload is applied whole or not at all;
+    ``"swap"``: anything else (sftp, hdfs, webdav, ...), written under a temporary name and
+    then moved over the target (a rename where the backend has one, a copy where it has not).
     """
-    if not is_url(target):
-        _write_local_atomic(Path(target), data, str(target))
-        return
     from fsspec.implementations.local import LocalFileSystem
 
-    url = str(target)
-    fs, path = url_filesystem(url)
     if isinstance(fs, LocalFileSystem):
-        _write_local_atomic(Path(path), data, url)
-        return
-    try:
+        return "rename"
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    if any(p in _WHOLE_OBJECT_PROTOCOLS for p in protocols):
+        return "whole"
+    return "swap"
+
+
+def put_whole(fs: AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` on the synchronous filesystem ``fs`` atomically.
+
+    The strategy is :func:`write_kind`'s. OS and backend errors propagate unchanged, so
+    callers name the operation in their own message.
+    """
+    kind = write_kind(fs)
+    if kind == "rename":
+        replace_file(Path(path), data)
+    elif kind == "whole":
         fs.pipe_file(path, data)
-    except Exception as exc:
-        # Credentials, network and permission failures all mean "not written"; say so in one line.
-        raise StoreError(f"cannot write {url}: {describe_error(exc)}") from exc
+    else:
+        partial = swap_name(path)
+        try:
+            fs.pipe_file(partial, data)
+            fs.mv(partial, path)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                fs.rm(partial)
+            raise
 
 
-def _write_local_atomic(target: Path, data: bytes, shown: str) -> None:
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    except OSError as exc:
-        raise StoreError(f"cannot write {shown}: {exc.strerror or exc}") from exc
+def swap_name(path: str) -> str:
+    """A temporary name beside ``path`` for a write-then-swap (hidden, unique per writer)."""
+    head, _, name = path.rpartition("/")
+    hidden = f".{name}.{uuid.uuid4().hex[:12]}.partial"
+    return f"{head}/{hidden}" if head else hidden
+
+
+def replace_file(target: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``target`` and rename it into place.
+
+    The temporary file is removed if anything fails, so a failed or killed write leaves the old
+    ``target`` (or none) and at most a hidden ``.NAME.*.partial`` file, never half a target.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".partial", dir=target.parent
+    )
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
         os.chmod(partial, 0o644)  # mkstemp makes it private; these files are meant to be shared
         os.replace(partial, target)
-    except OSError as exc:
+    except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(partial)
-        raise StoreError(f"cannot write {shown}: {exc.strerror or exc}") from exc
+        raise
+
+
+def write_bytes(target: Location, data: bytes) -> None:
+    """Write a whole file (summary, report) so that a reader never sees half of it.
+
+    Folders and ``file://`` URLs: a temporary file beside the target, renamed into place.
+    Object stores: one upload, applied whole or not at all. Other URLs: written under a
+    temporary name, then moved over the target. Raises :class:`StoreError` (one line, naming
+    the file and how to resume) when the file cannot be written.
+    """
+    if not is_url(target):
+        try:
+            replace_file(Path(target), data)
+        except OSError as exc:
+            raise StoreFault(fault_message(exc, "write", target)) from exc
+        return
+    url = str(target)
+    fs, path = url_filesystem(url)
+    try:
+        put_whole(fs, path, data)
+    except OSError as exc:
+        raise StoreFault(fault_message(exc, "write", url)) from exc
+    except Exception as exc:
+        # Credentials, network and permission failures all mean "not written"; say so in one line.
+        raise StoreError(f"cannot write {url}: {describe_error(exc)}") from exc

@@ -30,7 +30,6 @@ import platform
 import re
 import sys
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -42,9 +41,12 @@ from zarr.abc.store import Store
 from zarr.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.errors import ContainsGroupError
-from zarr.storage import FsspecStore, LocalStore
 
+from lossatlas.backends import FolderStore, URLStore
+from lossatlas.chunks import COMPRESSORS, ChunkDamage, checksum_ok, chunk_coords, has_checksum
 from lossatlas.errors import StoreError
+from lossatlas.faults import faults_as_store_errors
+from lossatlas.listing import NodeInfo, describe_nodes, rich_tree, short_json
 from lossatlas.location import (
     Location,
     as_location,
@@ -54,8 +56,9 @@ from lossatlas.location import (
     storage_options,
     url_filesystem,
 )
+from lossatlas.provenance import Marker, chunk_box, current_log, owners, seal, sealed_ok
 
-__all__ = ["AtlasStore"]
+__all__ = ["AtlasStore", "CheckedArray"]
 
 STORE_NAME = "atlas.zarr"
 _META = "zarr.json"
@@ -63,6 +66,8 @@ _UNITS = "_units"
 # Unit ids become zarr node names: no "/", no leading "." or "__" (reserved by the zarr spec).
 _UNIT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _BYTES_CHUNK = 1 << 22  # figures are small; 4 MiB chunks keep even big HTML in a few objects
+# What zarr's codecs raise on a damaged chunk (crc32c: ValueError; zstd/blosc: RuntimeError).
+_DECODE_ERRORS = (ValueError, RuntimeError)
 
 Region = tuple[slice | int, ...] | slice | int | None
 
@@ -88,11 +93,6 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=_json_default))
 
 
-def _short(value: Any, limit: int = 60) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
     """Describe the first differing dotted key of two JSON trees, or ``None`` if equal."""
     if isinstance(old, dict) and isinstance(new, dict):
@@ -108,7 +108,7 @@ def _first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
         return None
     if old == new:
         return None
-    return f"{prefix or 'value'} was {_short(old)}, now {_short(new)}"
+    return f"{prefix or 'value'} was {short_json(old)}, now {short_json(new)}"
 
 
 def _now() -> str:
@@ -150,6 +150,12 @@ def _check_name(name: str) -> str:
     return clean
 
 
+def _ancestors_and_self(name: str) -> list[str]:
+    """``"a/b"`` -> ``["a/b", "a", ""]``: the node and the groups above it, deepest first."""
+    parts = name.split("/") if name else []
+    return ["/".join(parts[:i]) for i in range(len(parts), -1, -1)]
+
+
 def _check_unit_id(unit_id: str) -> str:
     if not _UNIT_ID.match(unit_id) or unit_id.startswith("__"):
         raise StoreError(
@@ -184,63 +190,30 @@ def _index(region: Region) -> Any:
     return region
 
 
-# --------------------------------------------------------------------------- tree listing
+# --------------------------------------------------------------------------- chunk checks
 
 
-@dataclass(frozen=True)
-class _NodeInfo:
-    """One node of the hierarchy, as read from its ``zarr.json`` (for ``show``)."""
+class CheckedArray(zarr.Array):  # type: ignore[type-arg]
+    """A ``zarr.Array`` of an atlas store whose reads and writes guard the store's invariants.
 
-    path: str
-    kind: Literal["group", "array"]
-    attrs: dict[str, Any]
-    shape: tuple[int, ...] = ()
-    dtype: str = ""
-    chunks: tuple[int, ...] = ()
-    units_done: int | None = None
+    Reading a damaged chunk raises :class:`StoreError` naming the array, the chunk and the unit
+    that wrote it; writes are logged for the unit running them (:mod:`lossatlas.provenance`),
+    and storage faults become one-line :class:`~lossatlas.faults.StoreFault` s.
+    """
 
-    def summary(self) -> str:
-        """A one-line description: shapes for arrays, units and key attrs for groups."""
-        if self.kind == "array":
-            media = self.attrs.get("media_type")
-            if media:
-                return f"{media}, {self.shape[0] if self.shape else 0} bytes"
-            return f"{self.dtype} {list(self.shape)} chunks {list(self.chunks)}"
-        parts = []
-        if self.units_done is not None:
-            total = self.attrs.get("units_total")
-            count = f"{self.units_done}/{total}" if total is not None else str(self.units_done)
-            parts.append(f"units {count} complete")
-        parts.extend(_attrs_summary(self.attrs))
-        return ", ".join(parts) or "group"
+    def __init__(self, array: zarr.Array, atlas: AtlasStore, name: str) -> None:  # type: ignore[type-arg]
+        super().__init__(array.async_array)
+        self._atlas = atlas
+        self._name = name
 
+    def __getitem__(self, selection: Any) -> Any:
+        with self._atlas._reading(self._name):
+            return super().__getitem__(selection)
 
-_SKIP_ATTRS = {"lossatlas", "fingerprint", "units_total", "timings", "config"}
-
-
-def _attrs_summary(attrs: dict[str, Any]) -> list[str]:
-    """Short ``key=value`` items: scalars and seeds, never whole nested configs."""
-    items = []
-    config = attrs.get("config")
-    if isinstance(config, dict):
-        names = [
-            f"{section}={config[section]['name']}"
-            for section in ("data", "model")
-            if isinstance(config.get(section), dict) and "name" in config[section]
-        ]
-        items.extend(names)
-        if "seed" in config:
-            items.append(f"seed={config['seed']}")
-    for key, value in attrs.items():
-        if key in _SKIP_ATTRS:
-            continue
-        if isinstance(value, (str, int, float, bool)) or "seed" in key:
-            items.append(f"{key}={_short(value, 40)}")
-    timings = attrs.get("timings")
-    if isinstance(timings, dict) and timings:
-        total = sum(v for v in timings.values() if isinstance(v, (int, float)))
-        items.append(f"time={total:.1f}s")
-    return items
+    def __setitem__(self, selection: Any, value: Any) -> None:
+        self._atlas._log_chunks(self._name, selection, self.shape, self.chunks)
+        with self._atlas._reading(self._name), self._atlas._io("write array", self._name):
+            super().__setitem__(selection, value)
 
 
 # --------------------------------------------------------------------------- the store
@@ -307,7 +280,7 @@ class AtlasStore:
             return cls._create(out, config, fingerprint)
         if not read_only:
             _check_writable(path, out)
-        store = cls(out, LocalStore(path, read_only=read_only), read_only=read_only)
+        store = cls(out, FolderStore(path, read_only=read_only), read_only=read_only)
         store._check_root(config, fingerprint)
         return store
 
@@ -320,11 +293,9 @@ class AtlasStore:
             # Never adopt (and later overwrite) a folder we did not make.
             raise StoreError(f"{path} exists but is not a zarr store; use a new --out")
         _check_writable(out, out)
-        try:
+        with faults_as_store_errors("create the store folder", path):
             path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create {path}: {exc.strerror or exc}") from exc
-        store = cls(out, LocalStore(path), read_only=False)
+        store = cls(out, FolderStore(path), read_only=False)
         store._write_root(config, fingerprint)
         return store
 
@@ -335,7 +306,8 @@ class AtlasStore:
         attrs: dict[str, Any] = {"lossatlas": _versions(), "config": _jsonable(config)}
         if fingerprint is not None:
             attrs["fingerprint"] = _jsonable(fingerprint)
-        zarr.create_group(self._store, attributes=attrs)
+        with self._io("create the store", ""):
+            zarr.create_group(self._store, attributes=attrs)
 
     @classmethod
     def _open_url(
@@ -384,7 +356,7 @@ class AtlasStore:
         if foreign:
             raise StoreError(f"{store_url} exists but is not a zarr store; use a new --out")
         try:
-            zstore = FsspecStore.from_url(
+            zstore = URLStore.from_url(
                 store_url, storage_options=storage_options(url), read_only=read_only
             )
         except Exception as exc:
@@ -443,21 +415,59 @@ class AtlasStore:
     # ------------------------------------------------------------------ raw store access
 
     def _get_bytes(self, key: str) -> bytes | None:
-        buffer = sync(self._store.get(key, prototype=default_buffer_prototype()))
+        with self._io("read", key):
+            buffer = sync(self._store.get(key, prototype=default_buffer_prototype()))
         return None if buffer is None else buffer.to_bytes()
 
     def _set_bytes(self, key: str, data: bytes) -> None:
-        # LocalStore (zarr >= 3.1.3) writes a temp file and renames it into place, and an object
-        # store's PUT is whole or nothing, so the key appears whole or not at all. (fsspec's
-        # file:// and some other backends write in place; readers of markers and metadata
-        # therefore also treat an unparseable document as absent.)
-        sync(self._store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+        # Every backend writes a key whole (lossatlas.backends): a temp file renamed into place
+        # for folders and file:// URLs, one upload on object stores, write-then-swap elsewhere.
+        # Readers of markers and metadata still treat an unparseable document as absent.
+        with self._io("write", key):
+            sync(self._store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+
+    def raw_keys(self, prefix: str = "") -> list[str]:
+        """Every key of the store under ``prefix`` (``"train/params/"``), for ``verify``."""
+
+        async def collect(items: AsyncIterator[str]) -> list[str]:
+            return [item async for item in items]
+
+        with self._io("list", prefix):
+            return sorted(sync(collect(self._store.list_prefix(prefix))))
+
+    def raw_get(self, key: str) -> bytes | None:
+        """The stored bytes of ``key`` (None when absent): what ``verify`` checks."""
+        return self._get_bytes(key)
+
+    def raw_set(self, key: str, data: bytes) -> None:
+        """Write ``key`` whole (``verify --repair`` rewriting a damaged group document)."""
+        self._writable()
+        self._set_bytes(key, data)
+
+    def raw_delete(self, key: str) -> None:
+        """Delete ``key`` (``verify --repair`` removing a damaged chunk or marker)."""
+        self._writable()
+        with self._io("delete", key):
+            sync(self._store.delete(key))
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StoreError(f"{self.path} was opened read-only")
+
+    @contextlib.contextmanager
+    def _io(self, operation: str, name: str) -> Iterator[None]:
+        """Storage faults inside the block become one line naming ``name`` and how to resume."""
+        with faults_as_store_errors(
+            operation, join_location(self.path, name) if name else self.path
+        ):
+            yield
 
     def _list_dir(self, prefix: str) -> list[str]:
         async def collect(items: AsyncIterator[str]) -> list[str]:
             return [item async for item in items]
 
-        return sync(collect(self._store.list_dir(prefix)))
+        with self._io("list", prefix):
+            return sync(collect(self._store.list_dir(prefix)))
 
     def _read_meta(self, name: str) -> dict[str, Any] | None:
         """The parsed ``zarr.json`` of a node, or ``None`` if missing or unparseable."""
@@ -514,7 +524,9 @@ class AtlasStore:
             initial = dict(_jsonable(attrs or {}))
             if fingerprint is not None:
                 initial["fingerprint"] = _jsonable(fingerprint)
-            group = zarr.create_group(self._store, path=name, attributes=initial)
+            self._log_document(name)
+            with self._io("create group", name):
+                group = zarr.create_group(self._store, path=name, attributes=initial)
         else:
             current = self.attrs(name)
             updates = dict(_jsonable(attrs or {}))
@@ -536,7 +548,7 @@ class AtlasStore:
         units = _join(group, _UNITS)
         if self._kind(units) is None:
             # Another process may make it between our check and our write; that is fine.
-            with contextlib.suppress(ContainsGroupError):
+            with contextlib.suppress(ContainsGroupError), self._io("create group", units):
                 zarr.open_group(self._store, path=units, mode="a")
 
     # ------------------------------------------------------------------ arrays
@@ -571,23 +583,31 @@ class AtlasStore:
                     f"array '{name}' in {self.path} has shape {found[0]}, dtype {found[1]}, "
                     f"chunks {found[2]}, not {shape}, {dtype}, {chunks}; use a new --out"
                 )
-            return existing
-        return zarr.create_array(
-            self._store,
-            name=name,
-            shape=shape,
-            dtype=dtype,
-            chunks=chunks,
-            fill_value=_default_fill(dtype) if fill_value is None else fill_value,
-            attributes=_jsonable(attrs or {}),
-        )
+            return CheckedArray(existing, self, name)
+        self._log_document(name)
+        with self._io("create array", name):
+            created = zarr.create_array(
+                self._store,
+                name=name,
+                shape=shape,
+                dtype=dtype,
+                chunks=chunks,
+                fill_value=_default_fill(dtype) if fill_value is None else fill_value,
+                compressors=COMPRESSORS,
+                attributes=_jsonable(attrs or {}),
+            )
+        return CheckedArray(created, self, name)
 
-    def array(self, name: str) -> zarr.Array:
-        """The existing array ``name``; :class:`StoreError` if there is none."""
+    def array(self, name: str) -> CheckedArray:
+        """The existing array ``name``; :class:`StoreError` if there is none.
+
+        Indexing it reads and writes like a ``zarr.Array``; a damaged chunk raises
+        :class:`StoreError` naming the array, the chunk and the unit that wrote it.
+        """
         name = _check_name(name)
         if self._kind(name) != "array":
             raise StoreError(f"no array '{name}' in {self.path}")
-        return zarr.open_array(self._store, path=name, mode=self._mode)
+        return CheckedArray(zarr.open_array(self._store, path=name, mode=self._mode), self, name)
 
     def write(self, name: str, region: Region, data: Any) -> None:
         """Write ``data`` (numpy or torch, any device) into ``region`` of array ``name``.
@@ -601,6 +621,98 @@ class AtlasStore:
     def read(self, name: str, region: Region = None) -> np.ndarray:
         """Read ``region`` (default: all) of array ``name`` as a numpy array."""
         return np.asarray(self.array(name)[_index(region)])
+
+    # ------------------------------------------------------------------ damage and provenance
+
+    def damaged_chunks(self, name: str) -> list[ChunkDamage]:
+        """The chunks of array ``name`` whose stored bytes fail their checksum.
+
+        Arrays written before checksums (no ``crc32c`` codec) are checked by decoding each
+        chunk instead, which catches broken compressed frames but not every flipped byte.
+        """
+        name = _check_name(name)
+        meta = self._read_meta(name)
+        if meta is None or meta.get("node_type") != "array":
+            return []
+        checked = has_checksum(meta)
+        decoder = None if checked else zarr.open_array(self._store, path=name, mode="r")
+        damage = []
+        prefix = f"{name}/" if name else ""
+        for key in self.raw_keys(prefix):
+            coords = chunk_coords(meta, key[len(prefix) :])
+            if coords is None:
+                continue
+            if checked:
+                raw = self._get_bytes(key)
+                if raw is not None and not checksum_ok(raw):
+                    damage.append(ChunkDamage(name, key, coords, "fails its checksum"))
+                continue
+            try:
+                decoder.get_block_selection(coords)  # type: ignore[union-attr]
+            except Exception as exc:
+                damage.append(ChunkDamage(name, key, coords, f"cannot be decoded ({exc})"))
+        return damage
+
+    def markers(self, groups: list[str] | None = None) -> list[Marker]:
+        """The complete markers of ``groups`` (default: every unit group of the store)."""
+        if groups is None:
+            groups = self.unit_groups()
+        found = []
+        for group in groups:
+            for unit in self.completed_units(group):
+                info = self.unit_info(group, unit)
+                if info is not None:
+                    found.append(Marker(group, unit, info))
+        return found
+
+    def unit_groups(self) -> list[str]:
+        """Every group of the store that has a ``_units`` folder of markers."""
+        suffix = f"/{_UNITS}/{_META}"
+        groups = set()
+        for key in self.raw_keys():
+            if key == f"{_UNITS}/{_META}":
+                groups.add("")
+            elif key.endswith(suffix) and f"/{_UNITS}/" not in key[: -len(suffix)] + "/":
+                groups.add(key[: -len(suffix)])
+        return sorted(groups)
+
+    def writers(self, name: str, chunk: tuple[int, ...] | None = None) -> set[tuple[str, str]]:
+        """``(group, unit)`` of the units that wrote chunk ``chunk`` of ``name`` (or its doc)."""
+        above = [g for g in _ancestors_and_self(name) if self._kind(_join(g, _UNITS)) is not None]
+        return owners(name, self.markers(above), chunk=chunk, unit_groups=above)
+
+    @contextlib.contextmanager
+    def _reading(self, name: str) -> Iterator[None]:
+        """A read of ``name`` that fails on a damaged chunk says which chunk and which unit."""
+        try:
+            yield
+        except _DECODE_ERRORS as exc:
+            damage = self.damaged_chunks(name)
+            if not damage:
+                raise
+            first = damage[0]
+            units = sorted(self.writers(name, first.coords))
+            who = (
+                ", ".join(f"unit '{u}' of '{g or '/'}'" for g, u in units)
+                if units
+                else "no unit on record"
+            )
+            more = f" (and {len(damage) - 1} more)" if len(damage) > 1 else ""
+            raise StoreError(
+                f"array '{name}' in {self.path} is damaged: chunk {first.key}{more} "
+                f"{first.problem} (written by {who}); run `lossatlas verify {self.out_dir} "
+                "--repair`, then re-run the same command to recompute it"
+            ) from exc
+
+    def _log_chunks(self, name: str, region: Any, shape: Any, chunks: Any) -> None:
+        log = current_log()
+        if log is not None:
+            log.add_chunks(name, chunk_box(region, shape, chunks))
+
+    def _log_document(self, name: str) -> None:
+        log = current_log()
+        if log is not None:
+            log.documents.add(name)
 
     # ------------------------------------------------------------------ attrs and timings
 
@@ -622,11 +734,13 @@ class AtlasStore:
     def _set_attrs(self, name: str, values: dict[str, Any]) -> None:
         # Attribute updates rewrite the node's zarr.json; only the driver process does this, so
         # workers never race on a shared metadata document.
-        if self._kind(name) == "array":
-            node: zarr.Array | zarr.Group = zarr.open_array(self._store, path=name, mode="r+")
-        else:
-            node = zarr.open_group(self._store, path=name, mode="r+")
-        node.attrs.update(values)
+        self._log_document(name)
+        with self._io("update the attributes of", name):
+            if self._kind(name) == "array":
+                node: zarr.Array | zarr.Group = zarr.open_array(self._store, path=name, mode="r+")
+            else:
+                node = zarr.open_group(self._store, path=name, mode="r+")
+            node.attrs.update(values)
 
     def record_timing(
         self, group: str, stage: str, seconds: float, *, accumulate: bool = False
@@ -662,7 +776,8 @@ class AtlasStore:
         self._ensure_units_group(_check_name(group))
         attributes = {**_jsonable(info or {}), "unit": unit_id, "finished": _now()}
         attributes["complete"] = True
-        document = {"zarr_format": 3, "node_type": "group", "attributes": attributes}
+        # Sealed with a CRC-32C of its attributes: a marker changed on disk reads as not done.
+        document = {"zarr_format": 3, "node_type": "group", "attributes": seal(attributes)}
         self._set_bytes(key, json.dumps(document).encode())
 
     def unit_info(self, group: str, unit_id: str) -> dict[str, Any] | None:
@@ -677,6 +792,8 @@ class AtlasStore:
         attributes = document.get("attributes") if isinstance(document, dict) else None
         if not isinstance(attributes, dict) or attributes.get("complete") is not True:
             return None
+        if not sealed_ok(attributes):
+            return None  # damaged since it was written: the unit will be run again
         return attributes
 
     def unit_done(self, group: str, unit_id: str) -> bool:
@@ -697,18 +814,21 @@ class AtlasStore:
         if self._kind(name) == "group":
             raise StoreError(f"'{name}' in {self.path} is a group, not a blob")
         buffer = np.frombuffer(bytes(data), dtype=np.uint8)
-        array = zarr.create_array(
-            self._store,
-            name=name,
-            shape=buffer.shape,
-            dtype=np.uint8,
-            chunks=(max(1, min(buffer.size, _BYTES_CHUNK)),),
-            fill_value=0,
-            attributes={"media_type": media_type, "nbytes": int(buffer.size)},
-            overwrite=True,
-        )
+        self._log_document(name)
+        with self._io("save", name):
+            array = zarr.create_array(
+                self._store,
+                name=name,
+                shape=buffer.shape,
+                dtype=np.uint8,
+                chunks=(max(1, min(buffer.size, _BYTES_CHUNK)),),
+                fill_value=0,
+                compressors=COMPRESSORS,
+                attributes={"media_type": media_type, "nbytes": int(buffer.size)},
+                overwrite=True,
+            )
         if buffer.size:
-            array[...] = buffer
+            CheckedArray(array, self, name)[...] = buffer
 
     def load_bytes(self, name: str) -> bytes:
         """The bytes stored by :meth:`save_bytes` (its media type is in ``attrs(name)``)."""
@@ -719,7 +839,7 @@ class AtlasStore:
 
     # ------------------------------------------------------------------ listing
 
-    def _walk(self, name: str = "") -> Iterator[_NodeInfo]:
+    def _walk(self, name: str = "") -> Iterator[NodeInfo]:
         """Depth-first nodes, read from raw metadata so stray or torn files never break it."""
         meta = self._read_meta(name)
         if meta is None:
@@ -727,7 +847,7 @@ class AtlasStore:
         attrs = dict(meta.get("attributes") or {})
         if meta.get("node_type") == "array":
             grid = (meta.get("chunk_grid") or {}).get("configuration") or {}
-            yield _NodeInfo(
+            yield NodeInfo(
                 path=name,
                 kind="array",
                 attrs=attrs,
@@ -738,7 +858,7 @@ class AtlasStore:
             return
         children = sorted(c for c in self._list_dir(name) if c != _META)
         units_done = len(self.completed_units(name)) if _UNITS in children else None
-        yield _NodeInfo(path=name, kind="group", attrs=attrs, units_done=units_done)
+        yield NodeInfo(path=name, kind="group", attrs=attrs, units_done=units_done)
         for child in children:
             if child != _UNITS:
                 yield from self._walk(_join(name, child))
@@ -749,31 +869,11 @@ class AtlasStore:
 
     def describe(self) -> str:
         """A plain-text listing for ``lossatlas show``: one indented line per node."""
-        lines = [f"{self.path}"]
-        for node in self._walk():
-            if not node.path:
-                lines.append(f"  {node.summary()}")
-                continue
-            depth = node.path.count("/") + 1
-            label = node.path.rsplit("/", 1)[-1]
-            lines.append(f"{'  ' * depth}{label}: {node.summary()}")
-        return "\n".join(lines)
+        return describe_nodes(str(self.path), list(self._walk()))
 
     def to_rich(self) -> Any:
         """The same listing as a ``rich.tree.Tree`` (groups bold, arrays with their layout)."""
-        from rich.markup import escape
-        from rich.tree import Tree
-
-        nodes = list(self._walk())
-        root_summary = nodes[0].summary() if nodes else ""
-        tree = Tree(f"[bold]{escape(str(self.path))}[/bold]  {escape(root_summary)}")
-        branches: dict[str, Tree] = {"": tree}
-        for node in nodes[1:]:
-            parent, _, label = node.path.rpartition("/")
-            style = "bold cyan" if node.kind == "group" else "green"
-            text = f"[{style}]{escape(label)}[/{style}]  [dim]{escape(node.summary())}[/dim]"
-            branches[node.path] = branches.get(parent, tree).add(text)
-        return tree
+        return rich_tree(str(self.path), list(self._walk()))
 
 
 # --------------------------------------------------------------------------- location checks

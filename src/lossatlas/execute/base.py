@@ -4,7 +4,9 @@ A stage splits its work into :class:`Unit` s (a group of population members, a j
 chunk), each writing its own chunks of the atlas store. :func:`run_units` skips units whose
 completion marker already exists and runs the rest through an :class:`Executor`; the marker of
 each unit is written right after its function returns, in the process that ran it. That is what
-makes a killed run resumable: re-running the same command recomputes only unmarked units.
+makes a killed run resumable: re-running the same command recomputes only unmarked units. The
+marker also records what the unit wrote and which unit groups it ran inside itself
+(:mod:`lossatlas.provenance`), so ``lossatlas verify`` can trace damage back to units.
 
 Two executors implement the protocol: :class:`~lossatlas.execute.local.LocalExecutor` runs
 units in order in this process, and :class:`~lossatlas.execute.ray.RayExecutor` (the ``ray``
@@ -22,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from lossatlas.provenance import current_log, recording
 from lossatlas.store import AtlasStore
 
 __all__ = ["Executor", "Unit", "progress_bar", "run_and_mark", "run_units"]
@@ -93,8 +96,16 @@ def run_and_mark(out_dir: str, group: str, unit: Unit) -> Any:
     """
     store = AtlasStore.open(out_dir, create=False)
     start = time.perf_counter()
-    result = unit()
-    store.mark_done(group, unit.id, {"seconds": round(time.perf_counter() - start, 3)})
+    with recording() as log:
+        result = unit()
+    # What the unit wrote goes into its marker, so `lossatlas verify` can trace a damaged chunk
+    # or document back to it (and to the units it ran: a step's parts).
+    info = {
+        "seconds": round(time.perf_counter() - start, 3),
+        "writes": log.to_json(),
+        "runs": sorted(log.runs),
+    }
+    store.mark_done(group, unit.id, info)
     return result
 
 
@@ -117,6 +128,9 @@ def run_units(
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         raise ValueError(f"duplicate unit ids in group '{group}': {duplicates}")
     store.ensure_group(group, attrs={"units_total": len(units)})
+    enclosing = current_log()
+    if enclosing is not None:  # run inside another unit (a step's parts): it depends on these
+        enclosing.runs.add(group)
     pending = [unit for unit in units if not store.unit_done(group, unit.id)]
     if not pending:
         return []

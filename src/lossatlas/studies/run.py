@@ -13,6 +13,7 @@ from lossatlas.claims import load_claims
 from lossatlas.context import open_store, run_dataset, template_model
 from lossatlas.execute import Executor, executor_for
 from lossatlas.location import Location, as_location
+from lossatlas.lock import driver_lock
 from lossatlas.stages.summary import claim_counts, write_summary
 from lossatlas.studies.config import RunConfig, check_replicates
 from lossatlas.studies.wedges.study import WEDGE_STEPS, run_wedges
@@ -69,8 +70,19 @@ class _StepLog:
         self.last = now
 
 
-def run_all(config: RunConfig, out: str | Path, *, console: Console | None = None) -> RunResult:
-    """Run every enabled study on ``config`` into ``OUT``; completed steps are skipped."""
+def run_all(
+    config: RunConfig,
+    out: str | Path,
+    *,
+    console: Console | None = None,
+    wait: bool = False,
+) -> RunResult:
+    """Run every enabled study on ``config`` into ``OUT``; completed steps are skipped.
+
+    The run holds ``OUT``'s one-driver lock (:func:`lossatlas.lock.driver_lock`): another
+    driver on the same ``OUT`` is refused with one line naming it, or waited for with
+    ``wait``. Its units (on Ray workers too) never take the lock, so they are never refused.
+    """
     started = time.perf_counter()
     out = as_location(out)
     console = console or Console(stderr=True)
@@ -79,6 +91,14 @@ def run_all(config: RunConfig, out: str | Path, *, console: Console | None = Non
     if config.wedges.enabled:
         check_replicates(config)
     executor = executor_for(config)  # so does an unreachable cluster or a missing Ray
+    with driver_lock(out, wait=wait):
+        return _run_locked(config, out, console, executor, started)
+
+
+def _run_locked(
+    config: RunConfig, out: Location, console: Console, executor: Executor, started: float
+) -> RunResult:
+    """:func:`run_all` once the lock is held."""
     store = open_store(out, config)  # refuses a store of another config before any work
     steps = list(WEDGE_STEPS) if config.wedges.enabled else []
     horoi = _horoi_runner(config, out, executor)

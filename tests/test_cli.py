@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lossatlas.cli import app
+from lossatlas.lock import LOCK_NAME
 from lossatlas.store import AtlasStore
 
 runner = CliRunner()
@@ -90,10 +92,28 @@ def test_malformed_yaml(tmp_path: Path) -> None:
 def test_different_config_refused_and_store_untouched(tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert invoke("train", "--out", str(out), *SMOKE).exit_code == 0
-    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    # Every file of the run, byte for byte and by time. The one exception is the driver lock,
+    # OUT/.lossatlas.lock: it is not data, and each driver that takes it rewrites it to say who
+    # holds it (lossatlas.lock), so its time changes by design.
+    lock = out / LOCK_NAME
+
+    def files() -> dict[Path, tuple[int, bytes]]:
+        return {
+            p: (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else b"")
+            for p in out.rglob("*")
+            if p != lock
+        }
+
+    before = files()
     result = invoke("train", "--out", str(out), *SMOKE, "train.lr=0.2")
     assert_user_error(result, "different config")
-    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    assert files() == before
+    # The refused command let the lock go: a fresh open file description can flock it.
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
 
 
 def test_out_is_a_file(tmp_path: Path) -> None:

@@ -8,11 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from html import escape as html_escape
 from pathlib import Path
 
 import pytest
 
+from lossatlas.stages.output import SECTION_ATTR
 from lossatlas.store import AtlasStore
+from lossatlas.studies.wedges.study import WEDGE_EXPERIMENTS
 
 WEDGE_CLAIMS = {
     "toy.hyperplane_threshold",
@@ -72,6 +75,12 @@ def test_run_writes_store_summary_and_report(clean_run: Path) -> None:
         assert claim["holds"] in (True, False, None)
     html = (clean_run / "report.html").read_text()
     assert "wedge.tunnel_low_loss" in html and "<img" in html
+    # Each wedge experiment is named, with the part of the paper it reproduces, in the store
+    # and in the report.
+    for step, (title, paper_figure) in WEDGE_EXPERIMENTS.items():
+        section = store.attrs(f"wedges/{step}")[SECTION_ATTR]
+        assert (section["title"], section["paper_figure"]) == (title, paper_figure)
+        assert html_escape(title) in html
 
 
 def test_rerun_recomputes_nothing(clean_run: Path) -> None:

@@ -41,6 +41,7 @@ from lossatlas.studies.wedges.tunnel import tunnel_step
 __all__ = [
     "CITATION",
     "TITLE",
+    "WEDGE_EXPERIMENTS",
     "WEDGE_STEPS",
     "run_wedge_step",
     "run_wedges",
@@ -63,6 +64,17 @@ WEDGE_STEPS: dict[str, tuple[str, Step]] = {
     "ensemble": ("ensemble", ensemble_step),
 }
 """step name -> (the WedgesConfig section that fingerprints it, the step function)."""
+
+_PAPER = "Fort & Jastrzebski 2019"
+WEDGE_EXPERIMENTS: dict[str, tuple[str, str]] = {
+    "toy": ("Toy n-wedge model", f"{_PAPER}, §3"),
+    "radial_cuts": ("Cutting planes through the origin", f"{_PAPER}, Fig. 1–2"),
+    "tunnel": ("Tunnels between two optima", f"{_PAPER}, §4.2, Fig. 1, 3, 4"),
+    "connectors": ("m-connectors between many optima", f"{_PAPER}, §4.3, Fig. 4"),
+    "sweep": ("Hyperparameters and the regions explored", f"{_PAPER}, §4.4, Fig. 4–5"),
+    "ensemble": ("Ensembling along a cyclic learning rate", f"{_PAPER}, §4.5, Fig. 6"),
+}
+"""step name -> (the experiment's title in the report, the part of the paper it reproduces)."""
 
 
 def step_fingerprint(config: RunConfig, step: str) -> dict[str, Any]:
@@ -97,7 +109,7 @@ def run_wedges(
     ran = []
     config_json = config.model_dump_json()
     for name, (_, step) in WEDGE_STEPS.items():
-        did = run_step(out, f"wedges/{name}", step_fingerprint(config, name), step, config_json)
+        did = _run(out, name, step_fingerprint(config, name), step, config_json)
         if on_step is not None:
             on_step(name, did)
         if did:
@@ -112,7 +124,22 @@ def run_wedge_step(
     _prepare(config, out, executor)
     _, function = WEDGE_STEPS[step]
     fingerprint = step_fingerprint(config, step)
-    return run_step(out, f"wedges/{step}", fingerprint, function, config.model_dump_json())
+    return _run(out, step, fingerprint, function, config.model_dump_json())
+
+
+def _run(
+    out: str | Path, name: str, fingerprint: dict[str, Any], step: Step, config_json: str
+) -> bool:
+    title, paper_figure = WEDGE_EXPERIMENTS[name]
+    return run_step(
+        out,
+        f"wedges/{name}",
+        fingerprint,
+        step,
+        config_json,
+        title=title,
+        paper_figure=paper_figure,
+    )
 
 
 def _prepare(config: RunConfig, out: str | Path, executor: Executor | None) -> None:

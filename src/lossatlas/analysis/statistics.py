@@ -233,7 +233,10 @@ def all_of(verdicts: Iterable[Verdict]) -> Verdict:
 
 
 def rank_slope(
-    values: Sequence[float], *, log: bool = False, positions: Sequence[float] | None = None
+    values: Sequence[float] | np.ndarray,
+    *,
+    log: bool = False,
+    positions: Sequence[float] | np.ndarray | None = None,
 ) -> float:
     """Least-squares slope of ``values`` (optionally their log) against their position.
 
@@ -273,7 +276,9 @@ def relative_gap(value: float, reference: float) -> float:
     return (value - reference) / reference
 
 
-def interpolate_at(x: Sequence[float], y: Sequence[float], at: float) -> float:
+def interpolate_at(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, at: float
+) -> float:
     """``y`` at ``x = at`` by linear interpolation of the curve ``(x, y)`` sorted by ``x``.
 
     NaN when ``at`` lies outside the curve's range (no extrapolation) or the curve has fewer than
@@ -289,7 +294,7 @@ def interpolate_at(x: Sequence[float], y: Sequence[float], at: float) -> float:
     return float(np.interp(at, xs[order], ys[order]))
 
 
-def common_range(curves: Iterable[Sequence[float]]) -> tuple[float, float] | None:
+def common_range(curves: Iterable[Sequence[float] | np.ndarray]) -> tuple[float, float] | None:
     """The range of ``x`` that every curve covers, ``(max of minima, min of maxima)``, or
     ``None`` when the curves do not overlap."""
     lows, highs = [], []
@@ -326,7 +331,8 @@ def equal_lag_contrast(cosines: np.ndarray, first_block: int) -> float:
     k = c.shape[0]
     diffs = []
     for lag in range(1, k):
-        within, across = [], []
+        within: list[float] = []
+        across: list[float] = []
         for i in range(k - lag):
             j = i + lag
             same = (i < first_block) == (j < first_block)

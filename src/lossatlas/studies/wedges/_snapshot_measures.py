@@ -54,7 +54,11 @@ def measure_snapshots(
     with_bn = bn_x is not None and bool(norm_modules(space.model))
     swa = ens.swa_average(points).reshape(1, -1)
     both = torch.cat([points, swa])
-    buffers = recompute_bn(space, both, bn_x, batch_size=bn_batch_size) if with_bn else None
+    buffers = (
+        recompute_bn(space, both, bn_x, batch_size=bn_batch_size)
+        if with_bn and bn_x is not None  # with_bn implies bn_x; the check narrows its type
+        else None
+    )
     logits = predict_points(space, both, x, buffers=buffers, buffers_batched=with_bn)
     accs = _accuracy(logits, y)
     probs = ens.softmax(logits[:s].cpu().numpy())

@@ -151,7 +151,9 @@ def connectors_step(out: str, config_json: str) -> StageOutput:
     ]
     counted = run_parts(out, "wedges/connectors/spectra", spectra, executor)
 
-    ratios, hull_ratios, converged, slopes, at_m, matched = [], [], [], [], [], []
+    ratios, hull_ratios, slopes, at_m = [], [], [], []
+    converged: list[bool] = []
+    matched: list[bool] = []
     counts: dict[str, dict[str, dict[str, float]]] = {}
     match = config.wedges.match_tolerance
     for r in replicates:

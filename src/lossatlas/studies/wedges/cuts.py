@@ -130,8 +130,9 @@ def _cut_epochs(store: AtlasStore, config: RunConfig) -> dict[int, int]:
     every = 0
     if store.has(f"{TRAIN_GROUP}/snapshots"):
         snaps = store.array(f"{TRAIN_GROUP}/snapshots")
-        if snaps.attrs.get("unit") == "epoch":
-            every = int(snaps.attrs.get("every", 1))
+        attrs = store.attrs(f"{TRAIN_GROUP}/snapshots")
+        if attrs.get("unit") == "epoch":
+            every = int(attrs.get("every", 1))
         available = {
             e: e // every
             for e in opts.epochs

@@ -47,7 +47,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -138,6 +138,16 @@ class EnsembleResult:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+class _TrainKwargs(TypedDict):
+    """The training knobs every population run of the experiment shares."""
+
+    optimizer: str
+    momentum: float
+    weight_decay: float
+    batch_size: int
+    loss_fn: LossFn | None
+
+
 def _splits(data: Any, test_data: Split | None) -> tuple[Split, Split, str]:
     x_train, y_train, splits = training_data(data)
     if test_data is not None:
@@ -180,7 +190,7 @@ def ensemble_experiment(
     say = progress or (lambda message: None)
     (x_train, _), (x_test, y_test), measured_on = _splits(data, test_data)
     timings: dict[str, float] = {}
-    train_kw = {
+    train_kw: _TrainKwargs = {
         "optimizer": cfg.optimizer,
         "momentum": cfg.momentum,
         "weight_decay": cfg.weight_decay,

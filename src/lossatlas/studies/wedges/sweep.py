@@ -372,10 +372,14 @@ def sweep_step(out: str, config_json: str) -> StageOutput:
                     ],
                 }
             )
+
+        def signed_trend(c: list[dict[str, np.ndarray] | None], s: int = sign) -> float:
+            return trend_at_common_norm(c, s)[0]
+
         permuted = permutation_control(
             "the same slope with the setting labels permuted",
             all_curves,
-            lambda c, s=sign: trend_at_common_norm(c, s)[0],
+            signed_trend,
             0.0,
             "above",
             seed=derive_seed(config.seed, "sweep", "null", axis),
@@ -441,9 +445,9 @@ def sweep_step(out: str, config_json: str) -> StageOutput:
     )
     arrays: dict[str, np.ndarray] = {}
     for part_id, result in results.items():
-        for name, values in result.arrays.items():
+        for name, array in result.arrays.items():
             if name.startswith("r0/") and not name.endswith("/snapshots"):
-                arrays[f"{part_id}/{name}"] = values
+                arrays[f"{part_id}/{name}"] = array
     return StageOutput(
         arrays=arrays,
         figures=figures,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -37,6 +38,16 @@ class _Sweep:
     relative_loss: np.ndarray  # (D, trials) final loss / loss at P0
     successes: np.ndarray  # (D,) successful planes per d
     d_lim: int  # smallest d with success rate >= 0.5 (-1 if none)
+
+
+class _SweepOptions(TypedDict):
+    """The optimisation knobs of :func:`_hyperplane_sweep`, shared by every landscape."""
+
+    trials: int
+    steps: int
+    lr: float
+    tol: float
+    init_scale: float
 
 
 def _hyperplane_sweep(
@@ -154,7 +165,7 @@ def hyperplane_threshold(cfg: ToyConfig, seed: int) -> ToyResult:
     ``cfg.variants`` is not empty, ``toy.hyperplane_threshold_robust`` over main + variants.
     """
     result = ToyResult()
-    options = {
+    options: _SweepOptions = {
         "trials": cfg.trials,
         "steps": cfg.steps,
         "lr": cfg.lr,
@@ -233,6 +244,12 @@ def hyperplane_threshold(cfg: ToyConfig, seed: int) -> ToyResult:
         )
     )
     if cfg.variants:
+        verdicts = {
+            label: decide_threshold(
+                sweep.successes, cfg.trials, variant.dim - variant.n_long
+            ).verdict
+            for label, (variant, sweep) in sweeps.items()
+        }
         table = [
             {
                 "landscape": label,
@@ -243,13 +260,11 @@ def hyperplane_threshold(cfg: ToyConfig, seed: int) -> ToyResult:
                 "widths": variant.widths,
                 "d_lim": sweep.d_lim,
                 "expected_d_lim": variant.dim - variant.n_long,
-                "verdict": decide_threshold(
-                    sweep.successes, cfg.trials, variant.dim - variant.n_long
-                ).verdict,
+                "verdict": verdicts[label],
             }
             for label, (variant, sweep) in sweeps.items()
         ]
-        robust = all_of(row["verdict"] for row in table)
+        robust = all_of(verdicts.values())
         result.claims.append(
             Claim(
                 id="toy.hyperplane_threshold_robust",

@@ -193,7 +193,7 @@ def _index(region: Region) -> Any:
 # --------------------------------------------------------------------------- chunk checks
 
 
-class CheckedArray(zarr.Array):  # type: ignore[type-arg]
+class CheckedArray(zarr.Array):
     """A ``zarr.Array`` of an atlas store whose reads and writes guard the store's invariants.
 
     Reading a damaged chunk raises :class:`StoreError` naming the array, the chunk and the unit
@@ -201,7 +201,7 @@ class CheckedArray(zarr.Array):  # type: ignore[type-arg]
     and storage faults become one-line :class:`~lossatlas.faults.StoreFault` s.
     """
 
-    def __init__(self, array: zarr.Array, atlas: AtlasStore, name: str) -> None:  # type: ignore[type-arg]
+    def __init__(self, array: zarr.Array, atlas: AtlasStore, name: str) -> None:
         super().__init__(array.async_array)
         self._atlas = atlas
         self._name = name

@@ -215,8 +215,8 @@ class _Scan:
             if match:
                 self.with_chunks.add(match.group(1))
         parents = {above for node in self.documents for above in _ancestors(node)}
-        for node, (problem, kind) in list(self.damaged.items()):
-            if kind == "group" and node in self.documents and node not in parents:
+        for node, (problem, damaged_kind) in list(self.damaged.items()):
+            if damaged_kind == "group" and node in self.documents and node not in parents:
                 self.damaged[node] = (problem, "array")
 
     def chunks_pass(self, keys: list[str]) -> None:
@@ -230,12 +230,12 @@ class _Scan:
                 match = _CHUNK_KEY.match(key)
                 if match and match.group(1) not in self.damaged:
                     where = match.group(1)
-                    problem = (
+                    missing = (
                         "is a group document over an array's chunks"
                         if where in self.documents
                         else "is missing (its chunks are still there)"
                     )
-                    self.damaged[where] = (problem, "array")
+                    self.damaged[where] = (missing, "array")
                 continue
             meta = self.arrays[node]
             coords = chunk_coords(meta, key[len(node) + 1 :])

@@ -260,7 +260,9 @@ def _tunnel(
     convergence = Convergence.of(
         final_loss["train"], reference, opts.tolerance, population.stopped_at
     )
-    joint_points, joint_history, joint_stopped = None, {}, -1
+    joint_points: Tensor | None = None
+    joint_history: dict[str, Tensor] = {}
+    joint_stopped = -1
     if opts.joint:
         joint_points, joint_history, joint_stopped = joint_path_points(
             space,

@@ -527,7 +527,7 @@ def test_demap_grows_its_graph_until_connected() -> None:
     other scores far worse than a faithful one."""
     rng = np.random.default_rng(5)
     a = rng.normal(size=(20, 2))
-    X = np.vstack([a, a + [50.0, 0.0]])
+    X = np.vstack([a, a + np.array([50.0, 0.0])])
     dist = np.linalg.norm(X[:, None] - X[None], axis=-1)
     k = connecting_knn(dist, 3)
     assert k > 3

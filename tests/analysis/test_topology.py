@@ -311,7 +311,7 @@ def test_plots_render() -> None:
 def _two_clusters(n: int = 30) -> np.ndarray:
     rng = np.random.default_rng(11)
     a = rng.normal(size=(n, 2))
-    return np.vstack([a, a + [40.0, 0.0]])
+    return np.vstack([a, a + np.array([40.0, 0.0])])
 
 
 def test_connected_knn_graph_joins_pieces_with_tree_edges_only() -> None:

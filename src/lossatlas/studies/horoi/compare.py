@@ -203,7 +203,8 @@ def compare_step(out: str, config_json: str) -> StageOutput:
         landscape,
         "holds if, over the (network, base seed) sets, the finite H0 persistence of the "
         "rank-normalised test loss on the kNN graph (k = "
-        f"{horoi.topology.k}, pieces joined by minimum-spanning-tree edges) minus its shuffled-loss null mean has a 95% t "
+        f"{horoi.topology.k}, pieces joined by minimum-spanning-tree edges) minus its "
+        "shuffled-loss null mean has a 95% t "
         "interval below 0 and a mean below the centred null's 95% range: the summary then "
         "reads the landscape (its basins), not the graph",
         notes=_h1_note(h1_bars, graph_k)

@@ -1,9 +1,9 @@
 """B3: persistent homology of the loss on the connected kNN graph of one sample set.
 
 The filtration is rank-normalised (each sample enters at its loss's rank / S) and the graph's
-pieces are joined by minimum-spanning-tree edges, so neither the loss range nor the number of graph pieces decides a
-bar; the permutation null (losses shuffled across the same graph's vertices) is computed here,
-per set, for the claims of :mod:`~.compare`.
+pieces are joined by minimum-spanning-tree edges, so neither the loss range nor the number
+of graph pieces decides a bar; the permutation null (losses shuffled across the same
+graph's vertices) is computed here, per set, for the claims of :mod:`~.compare`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def topology_step(out: str, config_json: str, *, net: str, seed: int) -> StageOu
 
     The graph joins each sample to its ``k`` nearest by the diffusion potential of PHATE at
     the smallest knn that connects PHATE's own graph (rows of the stored ``(S, S)`` potential,
-    Euclidean: PHATE's potential distance) or by that PHATE's embedding; vertex ``i`` enters at the rank of sample ``i``'s loss, read from
+    Euclidean: PHATE's potential distance) or by that PHATE's embedding; vertex ``i`` enters
+    at the rank of sample ``i``'s loss, read from
     the same rows, so the loss is never shifted against its sample. The graph's pieces are
     joined by the edges of its minimum spanning tree (the shortest links between them).
 

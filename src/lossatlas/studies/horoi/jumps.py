@@ -213,6 +213,8 @@ def jump_summary_step(out: str, config_json: str) -> StageOutput:
         member = member_of(horoi, seed)
         train = np.where(data.diverged[:, None], np.nan, curves["train"])
         fractions = recovery_fractions(train, optimum["train_loss"][member])
+        # The same share on the log scale: how many of the jump's decades of loss came back.
+        log_fractions = recovery_fractions(np.log(train), math.log(optimum["train_loss"][member]))
         test_fractions = recovery_fractions(curves[split], optimum[f"{split}_loss"][member])
         sizes.append(size)
         starts.append(train[:, 0])
@@ -230,6 +232,7 @@ def jump_summary_step(out: str, config_json: str) -> StageOutput:
                     "jump_train_loss": float(np.nanmean(train[size == a, 0])),
                     "final_train_loss": float(np.nanmean(train[size == a, -1])),
                     "recovered_train": float(np.nanmean(fractions[size == a, -1])),
+                    "recovered_train_log": float(np.nanmean(log_fractions[size == a, -1])),
                     f"jump_{split}_loss": float(np.nanmean(curves[split][size == a, 0])),
                     f"final_{split}_loss": float(np.nanmean(curves[split][size == a, -1])),
                     f"recovered_{split}": float(np.nanmean(test_fractions[size == a, -1])),
@@ -285,7 +288,9 @@ def jump_summary_step(out: str, config_json: str) -> StageOutput:
         "networks x base seeds x jumps x (epochs + 1) samples",
         notes=f"retrained {horoi.jump.epochs} epochs (paper: 40) on each network's own "
         f"training set; the {split} split's jump/final losses and recovered shares are "
-        "reported per size beside the train loss that decides; epochs_to_recover is the first "
+        "reported per size beside the train loss that decides, and recovered_train_log, the "
+        "same share of log(loss) (a jump that leaves the loss 10x above the optimum wins "
+        "back only part of its decades); epochs_to_recover is the first "
         f"epoch at which every size's mean share reaches {RECOVERY:.0%} (NaN: not within the "
         "run)",
         figures=cited,

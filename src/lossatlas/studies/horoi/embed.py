@@ -314,7 +314,8 @@ def embedding_summary_step(out: str, config_json: str) -> StageOutput:
             else ""
         )
         + "; pca_variance_top4 is the share of the samples' variance on their top 4 principal "
-        "axes (near 1: near-linear data, which any linear view already shows)",
+        "axes (near 1: near-linear data, which any linear view already shows)"
+        + _linear_data_note(decision, pca_share),
         figures=[figure],
     )
     fig = plot_embedding_scores(mean, title="Embedding quality, mean over sample sets")
@@ -322,6 +323,21 @@ def embedding_summary_step(out: str, config_json: str) -> StageOutput:
         scalars={"mean": mean, "ci95": ci},
         figures={figure: figure_to_png(fig)},
         claims=[record],
+    )
+
+
+def _linear_data_note(decision: Decision | None, shares: dict[str, Any]) -> str:
+    """Why the claim cannot hold on near-linear samples, and what the data would need."""
+    values = [float(v) for v in shares.values() if v is not None]
+    if decision is None or decision.verdict == "holds" or not values or min(values) < 0.9:
+        return ""
+    return (
+        f"; here the top 4 principal axes hold {min(values):.1%}-{max(values):.1%} of each "
+        "set's variance: the trajectories are short, nearly straight rays in a 4-D linear span, "
+        "so PCA already shows them faithfully (its purity and continuity are ~1) and a "
+        "nonlinear view can only lose; the claim is testable on trajectories that travel out "
+        "of any low-dimensional linear span (e.g. rays along many independent directions that "
+        "curve as they retrain, or jumps that retrain into different basins)"
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from lossatlas.analysis.statistics import decide, mean_interval, null_control
+from lossatlas.analysis.statistics import Direction, decide, mean_interval, null_control
 from lossatlas.analysis.topology import compare_networks
 from lossatlas.claims import Decision
 from lossatlas.plots import figure_to_png
@@ -83,7 +83,9 @@ def decide_separation(
         np.asarray(poor_null, dtype=np.float64)
     )
     found = mean_interval(diffs)
-    direction = "below" if math.isfinite(found.estimate) and found.estimate < 0 else "above"
+    direction: Direction = (
+        "below" if math.isfinite(found.estimate) and found.estimate < 0 else "above"
+    )
     return decide(
         diffs,
         0.0,
@@ -269,7 +271,8 @@ def _pair_distances(
     names: Sequence[str], nets: Sequence[str], matrix: np.ndarray
 ) -> dict[str, float]:
     """Mean off-diagonal entry of a set-by-set matrix, within and between networks."""
-    within, between = [], []
+    within: list[float] = []
+    between: list[float] = []
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
             (within if nets[i] == nets[j] else between).append(float(matrix[i, j]))

@@ -41,7 +41,7 @@ class HoroiEmbedOptions(StrictModel):
         "cosine", description="PHATE graph metric (paper: cosine); also t-SNE's and UMAP's"
     )
     score_k: int = Field(
-        10, ge=1, description="neighbours of trustworthiness and DEMaP; clamped below S / 2"
+        10, ge=1, description="neighbours of every embedding score; clamped below S / 2"
     )
     score_metric: Literal["euclidean", "cosine"] = Field(
         "euclidean", description="parameter-space metric the scores compare against"

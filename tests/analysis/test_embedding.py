@@ -624,3 +624,23 @@ def test_phate_warnings_are_silenced_even_when_phate_resets_the_level() -> None:
         logger.removeHandler(collect)
     assert not any("may not have converged" in m for m in collect.messages)
     assert any("a real error" in m for m in collect.messages)
+
+
+def test_phate_reports_its_graph_components_and_the_knn_that_connects_it() -> None:
+    """Two far clusters: PHATE's knn=5 graph is in two pieces; the smallest knn that connects
+    it gives a refit with one component, and a connected graph keeps its knn."""
+    import warnings
+
+    rng = np.random.default_rng(6)
+    a = rng.normal(size=(25, 10))
+    X = np.vstack([a, a + 60.0 * np.eye(10)[0]])
+    phate = PHATEEmbedding(knn=5, knn_dist="euclidean", mds_dist="euclidean", n_pca=None)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*disconnected.*")
+        phate.fit(X)
+        assert phate.graph_components_ == 2
+        knn = phate.connecting_knn(X)
+    assert knn > 5
+    joined = PHATEEmbedding(knn=knn, knn_dist="euclidean", mds_dist="euclidean", n_pca=None)
+    assert joined.fit(X).graph_components_ == 1
+    assert joined.connecting_knn(X) == knn

@@ -161,7 +161,7 @@ def embed_step(out: str, config_json: str, *, net: str, seed: int) -> StageOutpu
     loss = data.metrics[f"{split}_loss"]
     tag = set_tag(net, seed)
     where = f"{net} network, base seed {seed}"
-    common = {"trajectory_ids": data.member, "order": data.epoch}
+    common: dict[str, Any] = {"trajectory_ids": data.member, "order": data.epoch}
     figures = {
         f"embedding_loss_{tag}.png": plot_embedding_grid(
             embeddings, loss, label=f"{split} loss", log=True, title=where, **common

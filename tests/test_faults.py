@@ -241,7 +241,7 @@ def test_damaged_chunk_marker_and_document_are_repaired(
     assert {f"{net}/train", f"{net}/jumps/seed0", f"{net}/embed/seed0"} <= groups
     assert not report.unowned
     # Reading the damaged weights fails with one line that names the array and its unit.
-    with pytest.raises(StoreError, match=r"horoi/good/train/params.*unit 'members-0000-0000'"):
+    with pytest.raises(StoreError, match=r"horoi/good/train/params.*unit 'members-0000-0001'"):
         AtlasStore.open(out, read_only=True).read(f"{net}/train/params")
     repair_store(out, report)
     before = completed(out)

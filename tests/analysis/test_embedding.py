@@ -29,7 +29,13 @@ from lossatlas.analysis import (
     trajectory_preservation,
     trustworthiness_score,
 )
-from lossatlas.analysis.embedding import ALL_METHODS, available_methods
+from lossatlas.analysis.embedding import (
+    ALL_METHODS,
+    available_methods,
+    connecting_knn,
+    continuity_score,
+    knn_purity,
+)
 from lossatlas.plots import figure_to_png, plotly_to_html
 from lossatlas.plots.embedding import (
     plot_embedding_grid,
@@ -465,25 +471,69 @@ def test_trajectory_preservation_prefers_a_faithful_embedding() -> None:
         trajectory_preservation(X, good, ids, np.zeros_like(order))
 
 
+SCORES = {"trustworthiness", "continuity", "demap"}
+
+
 def test_score_embeddings(jumps: dict[str, np.ndarray], embedded: dict[str, np.ndarray]) -> None:
     X = jumps["X"]
     rng = np.random.default_rng(9)
     candidates = {**embedded, "noise": rng.normal(size=(X.shape[0], 2))}
-    scores = score_embeddings(X, candidates, trajectory_ids=jumps["ids"], order=jumps["order"], k=8)
+    labels = {"trajectory": jumps["ids"], "direction": jumps["seed"]}
+    scores = score_embeddings(X, candidates, labels=labels, k=8)
     assert list(scores) == list(candidates)
+    names = SCORES | {"purity_trajectory", "purity_direction"}
     for row in scores.values():
-        assert set(row) == {"trustworthiness", "trajectory_preservation", "demap"}
+        assert set(row) == names
     for name in embedded:
-        for metric in ("trustworthiness", "trajectory_preservation", "demap"):
+        for metric in names:
             assert scores[name][metric] > scores["noise"][metric], (name, metric)
     # A Gram or a precomputed matrix gives the same numbers without another pass.
-    again = score_embeddings(
-        streamed_gram(X), candidates, trajectory_ids=jumps["ids"], order=jumps["order"], k=8
-    )
+    again = score_embeddings(streamed_gram(X), candidates, labels=labels, k=8)
     for name, row in scores.items():
         assert again[name] == pytest.approx(row)
-    no_order = score_embeddings(X, {"pca": embedded["pca"]}, k=8)
-    assert set(no_order["pca"]) == {"trustworthiness", "demap"}
+    assert set(score_embeddings(X, {"pca": embedded["pca"]}, k=8)["pca"]) == SCORES
+
+
+def test_continuity_is_trustworthiness_with_the_roles_swapped() -> None:
+    """Collapsing a 3-D blob onto a line keeps every neighbour it shows true (trustworthy) but
+    tears true neighbours apart (discontinuous); a 2-D plane in 3-D is perfect on both."""
+    rng = np.random.default_rng(3)
+    plane = np.c_[rng.normal(size=(120, 2)), np.zeros(120)]
+    assert continuity_score(plane, plane[:, :2], 8) == pytest.approx(1.0)
+    assert trustworthiness_score(plane, plane[:, :2], 8) == pytest.approx(1.0)
+    blob = rng.normal(size=(120, 3))
+    folded = np.c_[np.abs(blob[:, 0]), np.zeros(120)]  # both sides of x = 0 land together
+    assert continuity_score(blob, folded, 8) < 0.9
+    # Swapping roles by hand: trustworthiness of the blob seen from the embedding.
+    assert continuity_score(blob, blob[:, :2], 8) == pytest.approx(
+        trustworthiness_score(blob[:, :2], blob, 8)
+    )
+
+
+def test_knn_purity_separates_labelled_clusters_from_a_random_layout() -> None:
+    rng = np.random.default_rng(4)
+    labels = np.repeat(np.arange(4), 30)
+    clusters = np.c_[labels * 10.0, np.zeros(120)] + rng.normal(size=(120, 2))
+    assert knn_purity(clusters, labels, 5) == pytest.approx(1.0)
+    shuffled = knn_purity(clusters, rng.permutation(labels), 5)
+    assert abs(shuffled - 0.25) < 0.1  # the collision rate of 4 equal classes
+    with pytest.raises(ValueError, match="labels must have shape"):
+        knn_purity(clusters, labels[:-1], 5)
+
+
+def test_demap_grows_its_graph_until_connected() -> None:
+    """Two far clusters: a 3-NN graph is in two pieces; DEMaP uses the smallest k that joins
+    them, so the between-cluster pairs count: a layout that draws the clusters on top of each
+    other scores far worse than a faithful one."""
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(20, 2))
+    X = np.vstack([a, a + np.array([50.0, 0.0])])
+    dist = np.linalg.norm(X[:, None] - X[None], axis=-1)
+    k = connecting_knn(dist, 3)
+    assert k > 3
+    assert connecting_knn(dist, k) == k
+    assert demap_score(X, X, knn=3) > 0.95
+    assert demap_score(X, np.vstack([a, a]), knn=3) < 0.5
 
 
 # --------------------------------------------------------------------------- plots
@@ -574,3 +624,23 @@ def test_phate_warnings_are_silenced_even_when_phate_resets_the_level() -> None:
         logger.removeHandler(collect)
     assert not any("may not have converged" in m for m in collect.messages)
     assert any("a real error" in m for m in collect.messages)
+
+
+def test_phate_reports_its_graph_components_and_the_knn_that_connects_it() -> None:
+    """Two far clusters: PHATE's knn=5 graph is in two pieces; the smallest knn that connects
+    it gives a refit with one component, and a connected graph keeps its knn."""
+    import warnings
+
+    rng = np.random.default_rng(6)
+    a = rng.normal(size=(25, 10))
+    X = np.vstack([a, a + 60.0 * np.eye(10)[0]])
+    phate = PHATEEmbedding(knn=5, knn_dist="euclidean", mds_dist="euclidean", n_pca=None)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*disconnected.*")
+        phate.fit(X)
+        assert phate.graph_components_ == 2
+        knn = phate.connecting_knn(X)
+    assert knn > 5
+    joined = PHATEEmbedding(knn=knn, knn_dist="euclidean", mds_dist="euclidean", n_pca=None)
+    assert joined.fit(X).graph_components_ == 1
+    assert joined.connecting_knn(X) == knn

@@ -19,6 +19,13 @@ from lossatlas.analysis import (
     persistence_summary,
     sublevel_filtration,
 )
+from lossatlas.analysis.topology import (
+    component_count,
+    connected_knn_graph,
+    finite_persistence,
+    rank_normalised,
+    shuffled_h0_persistence,
+)
 from lossatlas.plots import figure_to_png
 from lossatlas.plots.topology import (
     plot_barcode,
@@ -189,6 +196,8 @@ def test_sklearn_contract() -> None:
         "homology_dims": (0, 1),
         "graph_from": "embedding",
         "metric": "euclidean",
+        "filtration": "loss",
+        "connect": False,
     }
     with pytest.raises(NotFittedError):
         est.diagram(0)
@@ -294,3 +303,51 @@ def test_plots_render() -> None:
     assert _is_png(
         figure_to_png(plot_topology_comparison({"a": well.diagrams_, "b": poor.diagrams_}))
     )
+
+
+# --------------------------------------------------------------------------- landscape statistic
+
+
+def _two_clusters(n: int = 30) -> np.ndarray:
+    rng = np.random.default_rng(11)
+    a = rng.normal(size=(n, 2))
+    return np.vstack([a, a + np.array([40.0, 0.0])])
+
+
+def test_connected_knn_graph_joins_pieces_with_tree_edges_only() -> None:
+    x = _two_clusters()
+    knn = knn_graph(x, 8)
+    assert component_count(knn, len(x)) == 2
+    edges, pieces = connected_knn_graph(x, 8)
+    assert pieces == 2 and component_count(edges, len(x)) == 1
+    # Only tree edges are added: one link between the clusters, the rest were short.
+    added = {tuple(e) for e in edges} - {tuple(e) for e in knn}
+    across = [e for e in added if (e[0] < 30) != (e[1] < 30)]
+    assert len(across) == 1
+    same, one = connected_knn_graph(x[:30], 8)
+    assert one == 1 and np.array_equal(same, knn_graph(x[:30], 8))
+
+
+def test_rank_filtration_ignores_the_loss_scale_and_range() -> None:
+    x, losses = _samples(40)
+    a = LossTopology(k=4, filtration="rank", connect=True).fit(x, losses)
+    b = LossTopology(k=4, filtration="rank", connect=True).fit(x, 100.0 * losses**3 + 7.0)
+    for dim in (0, 1):
+        np.testing.assert_array_equal(a.diagram(dim), b.diagram(dim))
+    assert a.cap_ == 1.0 and a.values_.max() == 1.0
+    np.testing.assert_array_equal(rank_normalised([3.0, 1.0, 2.0]), [1.0, 1 / 3, 2 / 3])
+    assert finite_persistence(np.array([[0.0, 1.0], [0.1, 0.4], [0.2, INF]])) == pytest.approx(1.3)
+
+
+def test_shuffled_null_sees_a_smooth_landscape_and_not_a_random_one() -> None:
+    """On a path graph, a loss that rises along the path has no finite H0 bar (one basin);
+    shuffling it across the vertices makes many basins (the null is far above)."""
+    n = 60
+    edges = np.stack([np.arange(n - 1), np.arange(1, n)], axis=1)
+    smooth = rank_normalised(np.arange(n, dtype=float))
+    st = sublevel_filtration(edges, smooth, max_dimension=1)
+    assert finite_persistence(persistence_diagrams(st, (0,))[0]) == 0.0
+    null = shuffled_h0_persistence(edges, smooth, np.random.default_rng(0), 50)
+    assert null.shape == (50,) and null.min() > 1.0
+    again = shuffled_h0_persistence(edges, smooth, np.random.default_rng(0), 50)
+    np.testing.assert_array_equal(null, again)  # seeded

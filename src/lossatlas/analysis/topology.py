@@ -52,10 +52,16 @@ from sklearn.utils.validation import check_is_fitted
 __all__ = [
     "LossTopology",
     "compare_networks",
+    "component_count",
+    "connected_knn_graph",
     "diagram_distance",
+    "finite_persistence",
     "knn_graph",
     "persistence_diagrams",
     "persistence_summary",
+    "rank_normalised",
+    "shuffled_h0_persistence",
+    "smallest_connecting_k",
     "sublevel_filtration",
 ]
 
@@ -142,6 +148,79 @@ def knn_graph(
     dst = neighbours.ravel()
     edges = np.stack([np.minimum(src, dst), np.maximum(src, dst)], axis=1)
     return np.unique(edges, axis=0)  # deduplicates i->j and j->i; sorted lexicographically
+
+
+def component_count(edges: Any, n_vertices: int) -> int:
+    """Connected components of the graph on ``n_vertices`` vertices with ``(E, 2)`` edges."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    e = _np(edges, np.int64).reshape(-1, 2)
+    adjacency = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n_vertices, n_vertices))
+    return int(connected_components(adjacency, directed=False)[0])
+
+
+def smallest_connecting_k(connected: Any, low: int, high: int) -> int:
+    """The smallest ``k`` in ``[low, high]`` with ``connected(k)`` true, by bisection.
+
+    ``connected`` must be monotone (a kNN graph with more neighbours keeps every edge of one
+    with fewer) and true at ``high`` (``S - 1`` neighbours: the complete graph).
+    """
+    if connected(low):
+        return int(low)
+    while high - low > 1:  # connected(high) holds, connected(low) does not
+        mid = (low + high) // 2
+        low, high = (low, mid) if connected(mid) else (mid, high)
+    return int(high)
+
+
+def connected_knn_graph(
+    distances_or_features: Any, k: int = 20, *, metric: str = "euclidean"
+) -> tuple[np.ndarray, int]:
+    """:func:`knn_graph` joined into one piece by the edges of a minimum spanning tree.
+
+    The union of the kNN graph and the Euclidean (``metric``) minimum spanning tree of the
+    samples: the tree adds, between pieces of the kNN graph, the shortest links that join
+    them, and within a piece only edges that are already short, so the graph stays local
+    (``k`` is not inflated until everything touches) and is always connected. A persistence
+    diagram of a graph in pieces counts its components (each an essential ``H0`` class), not
+    the landscape.
+
+    Returns:
+        The ``(E, 2)`` edges (``i < j``, sorted) and the kNN graph's own number of components.
+    """
+    from scipy.sparse.csgraph import minimum_spanning_tree
+
+    x = _np(distances_or_features, np.float64)
+    s = x.shape[0]
+    dist = x if metric == "precomputed" else cdist(x, x, metric)
+    edges = knn_graph(dist, k, metric="precomputed")
+    pieces = component_count(edges, s)
+    if pieces == 1:
+        return edges, 1
+    # A zero distance would be no edge to the sparse tree; a tiny floor keeps duplicates.
+    tree = minimum_spanning_tree(np.maximum(dist, np.finfo(float).tiny) * (1 - np.eye(s))).tocoo()
+    extra = np.stack([np.minimum(tree.row, tree.col), np.maximum(tree.row, tree.col)], axis=1)
+    return np.unique(np.concatenate([edges, extra.astype(np.int64)]), axis=0), pieces
+
+
+def rank_normalised(values: Any) -> np.ndarray:
+    """``(S,)`` values replaced by their ranks / S, in ``(0, 1]`` (ties share their mean rank).
+
+    A filtration by these ranks depends only on the order of the losses, so neither their
+    range nor their scale (a network with 10x the loss) moves a bar.
+    """
+    from scipy.stats import rankdata
+
+    v = _np(values, np.float64)
+    return rankdata(v, method="average") / v.size
+
+
+def finite_persistence(diagram: Any) -> float:
+    """Total lifetime of a diagram's finite bars (its essential classes left out)."""
+    d = _as_diagram(diagram)
+    finite = d[np.isfinite(d[:, 1])]
+    return float(np.sum(finite[:, 1] - finite[:, 0]))
 
 
 def sublevel_filtration(
@@ -380,11 +459,19 @@ class LossTopology(BaseEstimator):
             ``"features"``: raw per-sample vectors ``(S, D)``; ``"distances"``: an ``(S, S)``
             distance matrix (``metric`` is ignored).
         metric: a :func:`scipy.spatial.distance.cdist` metric for the rows of ``X``.
+        filtration: ``"loss"`` (vertex ``i`` enters at its loss) or ``"rank"`` (at its loss's
+            rank / S, :func:`rank_normalised`: bars in units of the share of samples, so the
+            loss range and scale do not decide).
+        connect: join the kNN graph's pieces by minimum-spanning-tree edges
+            (:func:`connected_knn_graph`), so the diagrams do not count graph pieces.
 
     Attributes:
         edges_: ``(E, 2)`` kNN graph edges, ``i < j``.
+        components_: connected components of the kNN graph before any joining.
         losses_: ``(S,)`` the losses, as given (row ``i`` of ``X`` has loss ``losses_[i]``).
-        cap_: the largest loss, at which infinite bars are capped in :attr:`summary_`.
+        values_: ``(S,)`` the vertices' filtration values (the losses, or their ranks / S).
+        cap_: the largest filtration value, at which infinite bars are capped in
+            :attr:`summary_`.
         diagrams_: ``{dim: (n, 2)}`` persistence diagrams, infinite deaths ``inf``.
         summary_: :func:`persistence_summary` of :attr:`diagrams_` with ``cap=cap_``.
         n_features_in_: number of columns of ``X``.
@@ -397,12 +484,16 @@ class LossTopology(BaseEstimator):
         homology_dims: tuple[int, ...] = (0, 1),
         graph_from: GraphFrom = "potential",
         metric: str = "euclidean",
+        filtration: Literal["loss", "rank"] = "loss",
+        connect: bool = False,
     ) -> None:
         self.k = k
         self.max_dimension = max_dimension
         self.homology_dims = homology_dims
         self.graph_from = graph_from
         self.metric = metric
+        self.filtration = filtration
+        self.connect = connect
 
     def fit(self, X: Any, losses: Any) -> LossTopology:
         """Build the graph of the rows of ``X`` and the persistence of ``losses`` on it.
@@ -443,11 +534,19 @@ class LossTopology(BaseEstimator):
         if not np.all(np.isfinite(x)):
             raise ValueError("X contains NaN or infinite values")
 
+        if self.filtration not in ("loss", "rank"):
+            raise ValueError(f"filtration must be 'loss' or 'rank', got {self.filtration!r}")
         metric = "precomputed" if self.graph_from == "distances" else self.metric
-        self.edges_ = knn_graph(x, self.k, metric=metric)
-        st = sublevel_filtration(self.edges_, y, max_dimension=self.max_dimension)
+        if self.connect:
+            self.edges_, self.components_ = connected_knn_graph(x, self.k, metric=metric)
+        else:
+            self.edges_ = knn_graph(x, self.k, metric=metric)
+            self.components_ = component_count(self.edges_, x.shape[0])
+        values = rank_normalised(y) if self.filtration == "rank" else y.copy()
+        st = sublevel_filtration(self.edges_, values, max_dimension=self.max_dimension)
         self.losses_ = y.copy()
-        self.cap_ = float(y.max())
+        self.values_ = values
+        self.cap_ = float(values.max())
         self.diagrams_ = persistence_diagrams(st, dims)
         self.summary_ = persistence_summary(self.diagrams_, cap=self.cap_)
         self.n_features_in_ = x.shape[1]
@@ -459,6 +558,23 @@ class LossTopology(BaseEstimator):
         if dim not in self.diagrams_:
             raise KeyError(f"dimension {dim} not computed; homology_dims={self.homology_dims}")
         return self.diagrams_[dim].copy()
+
+
+def shuffled_h0_persistence(
+    edges: Any, values: Any, rng: np.random.Generator, draws: int
+) -> np.ndarray:
+    """The permutation null of :func:`finite_persistence` of ``H0``: ``(draws,)`` values, each
+    with ``values`` shuffled across the vertices of the same graph.
+
+    ``H0`` of a sublevel filtration depends on the graph alone (triangles never merge
+    components), so the null is computed on the graph, which is fast.
+    """
+    v = _np(values, np.float64)
+    out = np.empty(int(draws))
+    for j in range(int(draws)):
+        st = sublevel_filtration(edges, rng.permutation(v), max_dimension=1)
+        out[j] = finite_persistence(persistence_diagrams(st, (0,))[0])
+    return out
 
 
 def _diagrams_of(name: str, item: Any) -> tuple[dict[int, np.ndarray], float | None]:

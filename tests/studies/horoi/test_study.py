@@ -66,25 +66,34 @@ def _numbers(value: Any) -> list[float]:
 
 def test_config_for_network_sets_the_knobs_and_keeps_the_rest() -> None:
     base = smoke_config()
-    good = config_for_network(base, NetworkVariant(weight_decay=1e-4, augment=True))
-    poor = config_for_network(base, NetworkVariant(label_noise=0.3, epochs=5))
+    good = config_for_network(base, NetworkVariant(), 3)
+    poor = config_for_network(
+        base, NetworkVariant(label_noise=0.3, weight_decay=0.0, n_train=100, epochs=5), 3
+    )
     assert type(good) is Config
-    assert (good.train.members, good.train.weight_decay, good.data.augment) == (1, 1e-4, True)
+    # The default variant is the run's own network: every knob as the run has it.
+    assert good.data == base.data and good.model == base.model
+    assert (good.train.weight_decay, good.train.epochs) == (
+        base.train.weight_decay,
+        base.train.epochs,
+    )
+    assert good.train.members == poor.train.members == 3
     assert (poor.data.label_noise, poor.train.weight_decay, poor.train.epochs) == (0.3, 0.0, 5)
-    assert good.train.epochs == base.train.epochs
-    # Same seed, data and model: both networks start from the same weights.
+    assert poor.data.n_train == 100
+    # Same seed and model: member i of both networks starts from the same weights.
     assert good.seed == poor.seed == base.seed
-    assert good.model == poor.model == base.model
-    assert good.data.n_train == base.data.n_train
+    assert good.model == poor.model
 
 
 def test_horoi_config_defaults_and_validation() -> None:
     config = HoroiConfig()
-    assert config.jump.epochs == 10 and config.jump.sizes == [0.25, 0.5, 0.75, 1.0]
+    assert config.jump.epochs == 40 and config.jump.sizes == [0.25, 0.5, 0.75, 1.0]
     assert config.topology.k == 20 and config.topology.graph_from == "potential"
     assert list(config.generalization.networks) == ["good", "poor"]
-    assert config.generalization.networks["poor"].label_noise == 0.3
-    assert config.generalization.networks["good"].weight_decay == 1e-4
+    assert config.generalization.networks["good"] == NetworkVariant()
+    poor = config.generalization.networks["poor"]
+    assert (poor.n_train, poor.weight_decay, poor.epochs) == (800, 0.0, 120)
+    assert config.generalization.seeds == [0, 1, 2]
     with pytest.raises(ValidationError):
         HoroiGeneralization(seeds=[0])  # no spread over one seed
     with pytest.raises(ValidationError):
@@ -95,8 +104,6 @@ def test_horoi_config_defaults_and_validation() -> None:
         HoroiConfig.model_validate({"embed": {"methods": ["phate", "isomap"]}})
     with pytest.raises(ValidationError):
         HoroiConfig.model_validate({"typo": 1})
-    with pytest.raises(ValidationError):
-        HoroiGeneralization(separation_key="h2_total_persistence")
 
 
 def test_disabled_study_does_nothing(tmp_path: Path) -> None:
@@ -116,16 +123,26 @@ def test_all_four_claims_with_finite_values(study: tuple[Path, list[Claim]]) -> 
         assert claim.criterion and claim.statement and claim.setup
         values = _numbers(claim.to_json()["measured"])
         assert values and all(math.isfinite(v) for v in values), claim.id
+        # Every claim is decided on evidence over the (network, base seed) replicates.
+        assert claim.evidence is not None and claim.evidence.control is not None, claim.id
+        assert claim.evidence.replicates >= len(SEEDS), claim.id
     by_id = {c.id: c for c in claims}
     sep = by_id["horoi.generalization_separation"].measured
-    assert math.isfinite(sep["difference"]) and sep["within_network_range"] >= 0
     for net in NETS:
-        assert 0.0 <= sep["network_metrics"][net]["test_acc"] <= 1.0
-    assert by_id["horoi.topology_summary"].holds is None  # descriptive
-    scores = by_id["horoi.phate_vs_linear"].measured["mean"]
-    assert set(scores) == {"phate", "pca", "tsne", "random_plane"}
-    for row in scores.values():
-        assert set(row) == {"trustworthiness", "trajectory_preservation", "demap"}
+        for key in ("train_acc", "test_acc"):
+            values = sep["network_metrics"][net][key]
+            assert len(values) == len(SEEDS) and all(0.0 <= v <= 1.0 for v in values)
+    topo = by_id["horoi.topology_summary"].evidence
+    assert topo is not None and topo.control is not None and topo.control.details["null_95"]
+    embed = by_id["horoi.phate_vs_linear"].measured
+    assert set(embed["mean"]) == {"phate", "phate_connected", "pca", "tsne", "random_plane"}
+    for row in embed["mean"].values():
+        assert set(row) == {
+            "trustworthiness", "continuity", "demap",
+            "purity_trajectory", "purity_size", "purity_direction",
+        }  # fmt: skip
+    for graph in embed["phate_graph"].values():
+        assert graph["components"] >= 1 and graph["connecting_knn"] >= graph["knn"]
 
 
 def test_each_sample_set_is_counted_and_aligned(study: tuple[Path, list[Claim]]) -> None:
@@ -135,7 +152,7 @@ def test_each_sample_set_is_counted_and_aligned(study: tuple[Path, list[Claim]])
     m, t = jump.members, jump.epochs + 1  # 8 jumps, 3 snapshots (jump point + 2 epochs)
     dim = store.read(steps.train_group("good") + "/params").shape[1]
     for net in NETS:
-        assert store.read(steps.train_group(net) + "/params").shape == (1, dim)
+        assert store.read(steps.train_group(net) + "/params").shape == (len(SEEDS), dim)
         for seed in SEEDS:
             data = steps.read_set(store, net, seed)
             assert (data.jumps, data.snapshots) == (m, t)
@@ -144,12 +161,12 @@ def test_each_sample_set_is_counted_and_aligned(study: tuple[Path, list[Claim]])
             embed = steps.set_group(net, "embed", seed)
             assert store.read(f"{embed}/embeddings/phate").shape == (m * t, 2)
             assert store.read(f"{embed}/diff_potential").shape == (m * t, m * t)
-            # The filtration is the test loss of the same rows: the essential H0 class is
-            # born at the lowest loss of the set.
+            # The filtration is the rank of the test loss of the same rows, on a connected
+            # graph: one essential H0 class, born at the lowest rank (1 / S).
             h0 = store.read(steps.set_group(net, "topology", seed) + "/diagrams/h0")
             essential = h0[np.isinf(h0[:, 1])]
-            assert essential.shape[0] >= 1
-            assert essential[:, 0].min() == pytest.approx(data.metrics["test_loss"].min())
+            assert essential.shape[0] == 1
+            assert essential[0, 0] == pytest.approx(1.0 / (m * t))
     jump_claim = next(c for c in claims if c.id == "horoi.jump_retrain")
     expected = len(NETS) * len(SEEDS) * m * t
     assert jump_claim.measured["samples"] == jump_claim.measured["expected_samples"] == expected
@@ -170,7 +187,7 @@ def _expected_figures(config: HoroiConfig) -> dict[str, list[str]]:
             figures[steps.JUMP_SUMMARY] += [f"jump_loss_{tag}.png", f"jump_distance_{tag}.png"]
             figures[steps.set_group(net, "embed", seed)] = [
                 f"embedding_{kind}_{tag}.png" for kind in ("loss", "size", "seed", "scores")
-            ] + [f"embedding_{m}_{tag}.html" for m in config.embed.methods]
+            ] + [f"embedding_{m}_{tag}.html" for m in [*config.embed.methods, "phate_connected"]]
             figures[steps.set_group(net, "topology", seed)] = [
                 f"barcode_{tag}.png",
                 f"diagram_{tag}.png",

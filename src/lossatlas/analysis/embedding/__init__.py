@@ -28,15 +28,19 @@ Methods compared by :func:`embed_all` (all return ``(S, 2)`` float64 arrays):
 * ``"random_plane"``: coordinates of ``x - θ*`` in the plane of two directions given by the
   caller (filter-normalised ones, built where ``torch.nn`` is allowed) or Gaussian ones.
 
-Scores (:func:`score_embeddings`), each a float, higher is better:
+Scores (:func:`score_embeddings`), each a float, higher is better, every method scored the
+same way:
 
-* ``trustworthiness``: scikit-learn's trustworthiness with ``k`` neighbours, on exact
-  high-dimensional distances (Venna & Kaski 2001): 1 when no embedding neighbour is a false one.
-* ``trajectory_preservation``: how well each trajectory's progression survives (see
-  :func:`trajectory_preservation`).
+* ``trustworthiness`` / ``continuity``: scikit-learn's trustworthiness with ``k`` neighbours
+  on exact high-dimensional distances (Venna & Kaski 2001), and the same with the two spaces'
+  roles swapped: 1 when no embedding neighbour is a false one / no true neighbour is torn away.
 * ``demap``: Spearman correlation of the embedding distances with geodesic distances on the
-  kNN graph of the samples (DEMaP, Moon et al. 2019, with the samples' own kNN graph standing
-  in for the noiseless ground truth).
+  smallest *connected* kNN graph of the samples with at least ``k`` neighbours (DEMaP, Moon et
+  al. 2019, with the samples' own graph standing in for the noiseless ground truth).
+* ``purity_<label>``: kNN label purity by trajectory, jump size or direction (:func:`knn_purity`).
+
+:func:`trajectory_preservation` (order along each trajectory only) is kept but not scored: any
+view that keeps each trajectory's order, a random linear one included, scores near 1.
 
 Nothing here imports torch; inputs are numpy arrays (or array-likes, zarr arrays, torch tensors
 converted on the way in), outputs are numpy arrays and floats.
@@ -47,7 +51,10 @@ from lossatlas.analysis.embedding.methods import ALL_METHODS, available_methods,
 from lossatlas.analysis.embedding.pca import OutOfCorePCA
 from lossatlas.analysis.embedding.phate import PHATEEmbedding
 from lossatlas.analysis.embedding.scores import (
+    connecting_knn,
+    continuity_score,
     demap_score,
+    knn_purity,
     score_embeddings,
     trajectory_preservation,
     trustworthiness_score,
@@ -59,8 +66,11 @@ __all__ = [
     "OutOfCorePCA",
     "PHATEEmbedding",
     "available_methods",
+    "connecting_knn",
+    "continuity_score",
     "demap_score",
     "embed_all",
+    "knn_purity",
     "score_embeddings",
     "streamed_gram",
     "trajectory_preservation",

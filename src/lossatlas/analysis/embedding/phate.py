@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+import warnings
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -18,6 +19,7 @@ from lossatlas.analysis._outofcore import (
     is_out_of_core,
 )
 from lossatlas.analysis.embedding.pca import OutOfCorePCA
+from lossatlas.analysis.topology import smallest_connecting_k
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data
@@ -54,6 +56,13 @@ def _quiet_graphtools(function: Any, *args: Any) -> Any:
         logger.removeFilter(quiet)
 
 
+def _components(operator: Any) -> int:
+    """Connected components of a fitted PHATE operator's graph."""
+    from scipy.sparse.csgraph import connected_components
+
+    return int(connected_components(operator.graph.kernel, directed=False)[0])
+
+
 class PHATEEmbedding(BaseEstimator):
     """Seeded PHATE of parameter vectors, fed from a streamed Gram matrix.
 
@@ -88,6 +97,8 @@ class PHATEEmbedding(BaseEstimator):
         embedding_: ``(S, n_components)`` PHATE coordinates.
         diff_potential_: ``(S, S)`` diffusion potential (input to the topology stage).
         t_: the diffusion time used (the knee of the von Neumann entropy for ``t="auto"``).
+        graph_components_: connected components of PHATE's kNN graph (1: connected; more:
+            PHATE places the pieces relative to each other arbitrarily).
         phate_: the fitted ``phate.PHATE`` operator (its ``graph`` and ``diff_op``).
         n_features_in_: ``D``.
     """
@@ -156,16 +167,12 @@ class PHATEEmbedding(BaseEstimator):
         pca = OutOfCorePCA(k, center=bool(self.center), method="exact", compute_components=False)
         return pca.fit(gram).scores_, False
 
-    def fit(self, X: Any, y: Any = None) -> PHATEEmbedding:
-        """Embed ``X`` (``(S, D)`` array, zarr array, PCA scores or :class:`Gram`); ``self``."""
+    def _operator(self, precomputed: bool, knn: int) -> Any:
         import phate  # lazily: importing it takes a second or two
 
-        if self.t != "auto" and (not isinstance(self.t, numbers.Integral) or self.t < 1):
-            raise ValueError(f"t must be 'auto' or a positive integer, got {self.t!r}")
-        data, precomputed = self._graph_input(X)
-        operator = phate.PHATE(
+        return phate.PHATE(
             n_components=self.n_components,
-            knn=self.knn,
+            knn=knn,
             decay=self.decay,
             n_landmark=None,  # exact (S, S) potential: S is hundreds, and topology needs it
             t=self.t,
@@ -178,7 +185,33 @@ class PHATEEmbedding(BaseEstimator):
             random_state=self.random_state,
             verbose=0,
         )
+
+    def connecting_knn(self, X: Any) -> int:
+        """The smallest ``knn >= self.knn`` for which PHATE's graph of ``X`` is connected.
+
+        Bisection over ``[knn, S - 1]`` (a graph with more neighbours keeps every edge of one
+        with fewer), building only the graph for each candidate (no MDS).
+        """
+        data, precomputed = self._graph_input(X)
+        n = data.shape[0]
+
+        def connected(knn: int) -> bool:
+            operator = self._operator(precomputed, knn)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # graphtools warns of the split it finds
+                _quiet_graphtools(operator.fit, data)
+            return _components(operator) == 1
+
+        return smallest_connecting_k(connected, int(self.knn), n - 1)
+
+    def fit(self, X: Any, y: Any = None) -> PHATEEmbedding:
+        """Embed ``X`` (``(S, D)`` array, zarr array, PCA scores or :class:`Gram`); ``self``."""
+        if self.t != "auto" and (not isinstance(self.t, numbers.Integral) or self.t < 1):
+            raise ValueError(f"t must be 'auto' or a positive integer, got {self.t!r}")
+        data, precomputed = self._graph_input(X)
+        operator = self._operator(precomputed, int(self.knn))
         embedding = _quiet_graphtools(operator.fit_transform, data)
+        self.graph_components_ = _components(operator)
         self.embedding_ = np.asarray(embedding, dtype=np.float64)
         self.diff_potential_ = np.asarray(operator.diff_potential, dtype=np.float64)
         self.t_ = int(operator.optimal_t) if self.t == "auto" else int(self.t)

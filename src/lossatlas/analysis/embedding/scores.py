@@ -1,4 +1,14 @@
-"""Scores that compare embeddings: trustworthiness, trajectory preservation, DEMaP."""
+"""Scores that compare embeddings, every method scored the same way (PAPERS B2).
+
+* ``trustworthiness`` and ``continuity`` (Venna & Kaski 2001): scikit-learn's trustworthiness,
+  and the same with the roles of the two spaces swapped;
+* ``demap`` (Moon et al. 2019): Spearman rho of embedding distances against geodesic distances
+  on a *connected* kNN graph of the samples (:func:`connecting_knn`);
+* ``purity_<label>``: kNN label purity in the embedding, by trajectory, jump size, direction;
+* :func:`trajectory_preservation`, an order-only score, is kept as a function but not scored:
+  a degenerate embedding that lays every trajectory on one line by epoch scores as well as a
+  faithful one.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +21,7 @@ from scipy.sparse.csgraph import shortest_path
 from scipy.stats import rankdata
 
 from lossatlas.analysis._outofcore import DEFAULT_BLOCK_MEMORY, gram_of
+from lossatlas.analysis.topology import smallest_connecting_k
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data
@@ -21,7 +32,10 @@ except ImportError:  # pragma: no cover - older scikit-learn
 
 
 __all__ = [
+    "connecting_knn",
+    "continuity_score",
     "demap_score",
+    "knn_purity",
     "score_embeddings",
     "trajectory_preservation",
     "trustworthiness_score",
@@ -92,6 +106,102 @@ def trustworthiness_score(
     if not 1 <= k < dist.shape[0] / 2:
         raise ValueError(f"k={k} must be at least 1 and below n_samples / 2 = {dist.shape[0] / 2}")
     return float(trustworthiness(dist, low, n_neighbors=int(k), metric="precomputed"))
+
+
+def _euclidean_coordinates(dist: np.ndarray) -> np.ndarray:
+    """``(S, r)`` coordinates whose Euclidean distances are ``dist`` (classical MDS, exact for
+    Euclidean distances; for other metrics the nearest Euclidean configuration)."""
+    squared = np.asarray(dist, dtype=np.float64) ** 2
+    n = squared.shape[0]
+    centring = np.eye(n) - 1.0 / n
+    values, vectors = np.linalg.eigh(-0.5 * centring @ squared @ centring)
+    keep = values > values.max() * 1e-12 if values.max() > 0 else values > 0
+    return vectors[:, keep] * np.sqrt(values[keep])
+
+
+def continuity_score(
+    X_high: Any,
+    X_low: Any,
+    k: int = 10,
+    *,
+    metric: str = "euclidean",
+    precomputed: bool = False,
+    chunk_rows: int = 32,
+    block_memory: int = DEFAULT_BLOCK_MEMORY,
+) -> float:
+    """Continuity (Venna & Kaski 2001) of an embedding, in [0, 1], 1 is best.
+
+    Trustworthiness with the roles of the spaces swapped: it penalises high-dimensional
+    neighbours that the embedding tears away. ``sklearn.manifold.trustworthiness`` on the
+    embedding's distances (precomputed) against exact coordinates of the samples (classical MDS
+    of their distance matrix, which for Euclidean distances reproduces them exactly).
+    Arguments as :func:`trustworthiness_score`.
+    """
+    dist = _high_distances(X_high, metric, precomputed, chunk_rows, block_memory)
+    low = _low(X_low, dist.shape[0])
+    return _continuity(_pairwise(low), _euclidean_coordinates(dist), k)
+
+
+def _continuity(low_distances: np.ndarray, coordinates: np.ndarray, k: int) -> float:
+    from sklearn.manifold import trustworthiness
+
+    n = coordinates.shape[0]
+    if not 1 <= k < n / 2:
+        raise ValueError(f"k={k} must be at least 1 and below n_samples / 2 = {n / 2}")
+    return float(
+        trustworthiness(low_distances, coordinates, n_neighbors=int(k), metric="precomputed")
+    )
+
+
+def knn_purity(X_low: Any, labels: Any, k: int = 10) -> float:
+    """kNN label purity of an embedding, in [0, 1]: the mean over samples of the share of its
+    ``k`` nearest embedding neighbours (itself excluded) that share its label.
+
+    ``X_low`` ``(S, d)``, ``labels`` ``(S,)`` (trajectory, jump size, direction, ...). A
+    random layout scores about the labels' collision rate ``sum_c p_c^2``.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    low = np.asarray(X_low, dtype=np.float64)
+    tags = np.asarray(labels)
+    if low.ndim != 2 or tags.shape != (low.shape[0],):
+        raise ValueError(f"labels must have shape ({low.shape[0]},), got {tags.shape}")
+    if not 1 <= k < low.shape[0]:
+        raise ValueError(f"k={k} must be between 1 and n_samples - 1 = {low.shape[0] - 1}")
+    index = NearestNeighbors(n_neighbors=int(k) + 1).fit(low).kneighbors(return_distance=False)
+    # kneighbors() without X leaves each sample out of its own neighbours: k + 1 asked, k kept.
+    neighbours = index[:, : int(k)]
+    return float(np.mean(tags[neighbours] == tags[:, None]))
+
+
+def _knn_edges(dist: np.ndarray, knn: int) -> sparse.csr_matrix:
+    """The symmetrised kNN graph of a distance matrix, edges weighted by their distance."""
+    n = dist.shape[0]
+    masked = dist.copy()
+    np.fill_diagonal(masked, np.inf)
+    neighbours = np.argpartition(masked, knn - 1, axis=1)[:, :knn]
+    rows = np.repeat(np.arange(n), knn)
+    cols = neighbours.ravel()
+    # A tiny floor keeps zero-distance edges (duplicate samples) in the sparse graph.
+    weights = np.maximum(dist[rows, cols], np.finfo(float).tiny)
+    graph = sparse.csr_matrix((weights, (rows, cols)), shape=(n, n))
+    return graph.maximum(graph.T)
+
+
+def connecting_knn(dist: Any, knn: int) -> int:
+    """The smallest ``k >= knn`` whose symmetrised kNN graph of ``dist`` ``(S, S)`` is
+    connected (bisection: connectivity only grows with ``k``; ``S - 1`` always connects)."""
+    from scipy.sparse.csgraph import connected_components
+
+    d = np.asarray(dist, dtype=np.float64)
+    n = d.shape[0]
+    if not 1 <= knn < n:
+        raise ValueError(f"knn={knn} must be between 1 and n_samples - 1 = {n - 1}")
+
+    def connected(k: int) -> bool:
+        return bool(connected_components(_knn_edges(d, k), directed=False)[0] == 1)
+
+    return smallest_connecting_k(connected, int(knn), n - 1)
 
 
 def _trajectories(trajectory_ids: Any, order: Any, n_samples: int) -> list[np.ndarray]:
@@ -177,67 +287,61 @@ def demap_score(
     chunk_rows: int = 32,
     block_memory: int = DEFAULT_BLOCK_MEMORY,
 ) -> float:
-    """DEMaP-like score: Spearman ρ of embedding distances vs kNN-graph geodesic distances.
+    """DEMaP: Spearman rho of embedding distances vs geodesic distances on a connected graph.
 
     The geodesic distance of two samples is the shortest path through the symmetrised graph
-    joining every sample to its ``knn`` nearest neighbours (edges weighted by their
-    parameter-space distance). Pairs in different connected components are left out.
+    joining every sample to its ``k`` nearest neighbours (edges weighted by their
+    parameter-space distance), with ``k`` the smallest ``>= knn`` that connects the graph
+    (:func:`connecting_knn`), as DEMaP's definition needs every pair to have one.
     """
     dist = _high_distances(X_high, metric, precomputed, chunk_rows, block_memory)
     low = _low(X_low, dist.shape[0])
-    n = dist.shape[0]
-    if not 1 <= knn < n:
-        raise ValueError(f"knn={knn} must be between 1 and n_samples - 1 = {n - 1}")
-    masked = dist.copy()
-    np.fill_diagonal(masked, np.inf)
-    neighbours = np.argpartition(masked, knn - 1, axis=1)[:, :knn]
-    rows = np.repeat(np.arange(n), knn)
-    cols = neighbours.ravel()
-    # A tiny floor keeps zero-distance edges (duplicate samples) in the sparse graph.
-    weights = np.maximum(dist[rows, cols], np.finfo(float).tiny)
-    graph = sparse.csr_matrix((weights, (rows, cols)), shape=(n, n))
-    geodesic = shortest_path(graph.maximum(graph.T), method="D", directed=False)
-    upper = np.triu_indices(n, k=1)
-    geo, emb = geodesic[upper], _pairwise(low)[upper]
-    keep = np.isfinite(geo)
-    return _spearman(geo[keep], emb[keep])
+    graph = _knn_edges(dist, connecting_knn(dist, knn))
+    geodesic = shortest_path(graph, method="D", directed=False)
+    upper = np.triu_indices(dist.shape[0], k=1)
+    return _spearman(geodesic[upper], _pairwise(low)[upper])
 
 
 def score_embeddings(
     X: Any,
     embeddings: Mapping[str, Any],
     *,
-    trajectory_ids: Any = None,
-    order: Any = None,
+    labels: Mapping[str, Any] | None = None,
     k: int = 10,
     metric: str = "euclidean",
     precomputed: bool = False,
     chunk_rows: int = 32,
     block_memory: int = DEFAULT_BLOCK_MEMORY,
 ) -> dict[str, dict[str, float]]:
-    """Score every embedding of the same samples against the exact high-dimensional geometry.
+    """Score every embedding of the same samples the same way, against the exact geometry.
 
     Args:
         X: ``(S, D)`` samples (numpy or zarr array, streamed once), a :class:`Gram` (reused,
             no pass), or with ``precomputed`` an ``(S, S)`` distance matrix.
         embeddings: method -> ``(S, d)`` coordinates (e.g. from :func:`embed_all`).
-        trajectory_ids, order: ``(S,)`` trajectory labels and positions along them; with
-            ``order=None`` the trajectory score is left out.
-        k: neighbours for trustworthiness and for the DEMaP kNN graph.
+        labels: name -> ``(S,)`` labels (e.g. ``trajectory``, ``size``, ``direction``): one
+            ``purity_<name>`` score each (:func:`knn_purity`).
+        k: neighbours of every score (DEMaP's graph grows it until it connects).
         metric: parameter-space metric, ``"euclidean"`` (default: the geometry of weight
             space) or ``"cosine"`` (the one PHATE's graph uses).
 
     Returns:
-        method -> {"trustworthiness", "trajectory_preservation" (if ``order``), "demap"}.
+        method -> {"trustworthiness", "continuity", "demap", "purity_<name>" per label}.
     """
     dist = _high_distances(X, metric, precomputed, chunk_rows, block_memory)
+    coordinates = _euclidean_coordinates(dist)  # once, for every continuity
+    geodesic = shortest_path(_knn_edges(dist, connecting_knn(dist, k)), method="D")
+    upper = np.triu_indices(dist.shape[0], k=1)
     out: dict[str, dict[str, float]] = {}
-    for name, low in embeddings.items():
-        row = {"trustworthiness": trustworthiness_score(dist, low, k, precomputed=True)}
-        if order is not None:
-            row["trajectory_preservation"] = trajectory_preservation(
-                dist, low, trajectory_ids, order, precomputed=True
-            )
-        row["demap"] = demap_score(dist, low, knn=k, precomputed=True)
+    for name, coords in embeddings.items():
+        low = _low(coords, dist.shape[0])
+        pairwise = _pairwise(low)
+        row = {
+            "trustworthiness": trustworthiness_score(dist, low, k, precomputed=True),
+            "continuity": _continuity(pairwise, coordinates, k),
+            "demap": _spearman(geodesic[upper], pairwise[upper]),
+        }
+        for label, values in (labels or {}).items():
+            row[f"purity_{label}"] = knn_purity(low, values, k)
         out[name] = row
     return out

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from lossatlas.claims import ClaimMaker
+from lossatlas.claims import ClaimMaker, Decision
 from lossatlas.config import Config, core_config
 from lossatlas.context import config_fingerprint
 from lossatlas.store import AtlasStore
@@ -27,6 +27,8 @@ __all__ = [
     "SampleSet",
     "claim_maker",
     "core_fingerprint",
+    "member_of",
+    "part_summary",
     "read_set",
     "set_group",
     "set_tag",
@@ -140,9 +142,15 @@ def claim_maker(core: Config, horoi: HoroiConfig) -> ClaimMaker:
 def setup_line(core: Config, horoi: HoroiConfig) -> str:
     """What the claims were measured on, in one line."""
     data, model, jump = core.data, core.model, horoi.jump
+
+    def knob(value: Any, default: Any) -> Any:
+        return default if value is None else value
+
     nets = ", ".join(
-        f"{n} (label noise {v.label_noise:g}, wd {v.weight_decay:g}, "
-        f"{v.epochs or core.train.epochs} epochs)"
+        f"{n} ({knob(v.n_train, data.n_train) or 'all'} train samples, label noise "
+        f"{knob(v.label_noise, data.label_noise):g}, wd "
+        f"{knob(v.weight_decay, core.train.weight_decay):g}, "
+        f"{knob(v.epochs, core.train.epochs)} epochs)"
         for n, v in horoi.generalization.networks.items()
     )
     n_train = f", {data.n_train} train" if data.n_train else ""
@@ -152,6 +160,20 @@ def setup_line(core: Config, horoi: HoroiConfig) -> str:
         f"{len(jump.seeds)} directions retrained {jump.epochs} epochs (LR {jump.lr:g}); "
         f"base seeds {horoi.generalization.seeds}"
     )
+
+
+def member_of(horoi: HoroiConfig, seed: int) -> int:
+    """The member of each network's population trained for base seed ``seed``."""
+    return horoi.generalization.seeds.index(seed)
+
+
+def part_summary(decision: Decision) -> dict[str, Any]:
+    """One part of a claim's decision, for ``measured``: its verdict, estimate and interval."""
+    e = decision.evidence
+    summary: dict[str, Any] = {"verdict": decision.verdict, "estimate": e.estimate, "ci95": e.ci95}
+    if e.control is not None:
+        summary["control"] = {"estimate": e.control.estimate, "verdict": e.control.verdict}
+    return summary
 
 
 def sets(horoi: HoroiConfig) -> list[tuple[str, int]]:

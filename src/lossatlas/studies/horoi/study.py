@@ -5,19 +5,23 @@
 atlas store::
 
     horoi/                               fingerprint: the core config and this HoroiConfig
-      <net>/train                        the network's population (train stage layout), 1 member
+      <net>/train                        the network's population (train stage layout), one
+                                         member per base seed
       <net>/jumps/seed<k>                B1: M jumps x T snapshots, streamed (stages.jumps layout)
-      <net>/embed/seed<k>                B2: embeddings (S, 2) per method, PHATE's diffusion
-                                         potential (S, S), scores, figures
-      <net>/topology/seed<k>             B3: kNN graph, H0/H1 diagrams, summaries, figures
+      <net>/embed/seed<k>                B2: embeddings (S, 2) per method (PHATE at the paper's
+                                         and at the connecting knn), both diffusion potentials
+                                         (S, S), scores, figures
+      <net>/topology/seed<k>             B3: kNN+MST graph, H0/H1 diagrams of the loss ranks,
+                                         the shuffled-loss null, summaries, figures
       jump_summary                       claim horoi.jump_retrain, jump curves
       embedding_summary                  claim horoi.phate_vs_linear, scores over all sets
       compare                            claims horoi.topology_summary and
                                          horoi.generalization_separation, comparison figure
 
-``<net>`` is a network name (``good``, ``poor``) and ``k`` a jump *base seed*: each base seed
-draws its own ``len(jump.seeds)`` filter-normalised directions and retraining orders, so every
-``(net, k)`` is an independent sample set of ``S = len(jump.sizes) * len(jump.seeds) * T``
+``<net>`` is a network name (``good``, ``poor``) and ``k`` a *base seed*: each network is
+trained once per base seed (member ``seeds.index(k)``), and each base seed draws its own
+``len(jump.seeds)`` filter-normalised directions and retraining orders, so every ``(net, k)``
+is an independent sample set of ``S = len(jump.sizes) * len(jump.seeds) * T``
 samples (``T = jump.epochs + 1`` with per-epoch snapshots), and the spread of a summary over
 ``k`` is the yardstick for the difference between the networks. Sample row ``r = m * T + t``
 is snapshot ``t`` of jump ``m`` in every array of a set: the samples, their metrics, the

@@ -15,6 +15,7 @@ import pytest
 
 from lossatlas.stages.output import SECTION_ATTR
 from lossatlas.store import AtlasStore
+from lossatlas.studies.horoi.study import HOROI_EXPERIMENTS
 from lossatlas.studies.wedges.study import WEDGE_EXPERIMENTS
 
 WEDGE_CLAIMS = {
@@ -81,6 +82,11 @@ def test_run_writes_store_summary_and_report(clean_run: Path) -> None:
         section = store.attrs(f"wedges/{step}")[SECTION_ATTR]
         assert (section["title"], section["paper_figure"]) == (title, paper_figure)
         assert html_escape(title) in html
+    if store.has("horoi"):
+        for group, (title, paper_figure) in HOROI_EXPERIMENTS.items():
+            section = store.attrs(group)[SECTION_ATTR]
+            assert (section["title"], section["paper_figure"]) == (title, paper_figure)
+            assert html_escape(title) in html
 
 
 def test_rerun_recomputes_nothing(clean_run: Path) -> None:

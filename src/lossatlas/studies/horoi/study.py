@@ -60,7 +60,7 @@ from lossatlas.studies.horoi.jumps import jump_summary_step, run_jump_sets
 from lossatlas.studies.horoi.networks import train_network
 from lossatlas.studies.horoi.topology import topology_step
 
-__all__ = ["CITATION", "HOROI_CLAIMS", "TITLE", "horoi_groups", "run_horoi"]
+__all__ = ["CITATION", "HOROI_CLAIMS", "HOROI_EXPERIMENTS", "TITLE", "horoi_groups", "run_horoi"]
 
 HOROI_CLAIMS = (
     "horoi.jump_retrain",
@@ -81,6 +81,19 @@ _SUMMARY_STEPS = (
     (EMBED_SUMMARY, embedding_summary_step, "B2: embedding scores, all sets"),
     (COMPARE, compare_step, "B3/B4: topology of the two networks compared"),
 )
+_PAPER = "Horoi et al. 2022"
+HOROI_EXPERIMENTS: dict[str, tuple[str, str]] = {
+    JUMP_SUMMARY: ("Jump and retrain", f"{_PAPER}: jump-and-retrain trajectories"),
+    EMBED_SUMMARY: ("PHATE against linear views", f"{_PAPER}: PHATE embeddings"),
+    COMPARE: (
+        "Loss topology of well and poorly generalising networks",
+        f"{_PAPER}: persistent homology, good vs poor",
+    ),
+}
+"""summary group -> (the experiment's title in the report, the part of the paper it shows).
+
+The paper's figures are not numbered in PAPERS.md, so the part is named by what it shows.
+"""
 # Page order of the study's groups: its summaries carry the claims, so they come first.
 STEPS = [group.rpartition("/")[2] for group, _, _ in _SUMMARY_STEPS]
 
@@ -168,7 +181,17 @@ def run_horoi(
 
     study_fp = {"core": core_fp, "horoi": horoi.fingerprint()}
     for group, step, description in _SUMMARY_STEPS:
-        run_step(out, group, study_fp, step, config_json, attrs={"description": description})
+        title, paper_figure = HOROI_EXPERIMENTS[group]
+        run_step(
+            out,
+            group,
+            study_fp,
+            step,
+            config_json,
+            attrs={"description": description},
+            title=title,
+            paper_figure=paper_figure,
+        )
 
     wanted = set(HOROI_CLAIMS)
     return [c for c in load_claims(store) if c.id in wanted]

@@ -209,8 +209,17 @@ class BatchAdapter:
                     "BatchAdapter(loss=lambda outputs, batch: ...) that needs none"
                 )
             logits = self.get_logits(outputs)
-            loss = (self.loss_fn or F.cross_entropy)(logits, batch.target)
             what = "loss_fn(logits, target)"
+            try:
+                loss = (self.loss_fn or F.cross_entropy)(logits, batch.target)
+            except (RuntimeError, ValueError, AssertionError, IndexError) as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise LossShapeError(
+                    f"{what} failed on logits of shape {tuple(logits.shape)} and a target of "
+                    f"shape {tuple(batch.target.shape)} ({batch.target.dtype}): {first}; "
+                    "expected logits (n, C) with class labels (n,) for the default "
+                    "cross-entropy, or pass a loss_fn that fits"
+                ) from err
         if not isinstance(loss, Tensor) or loss.dim() != 0:
             shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
             raise LossShapeError(

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator
 from torch import Tensor, nn
-from torch.func import grad, jvp, linearize, vmap
+from torch.func import grad, jvp, linearize, vjp, vmap
 
 from lossatlas.data.batches import Batch, BatchAdapter, as_batches, resolve_adapter
 from lossatlas.errors import LossAtlasError
@@ -193,6 +193,7 @@ class HessianOperator:
         widest = batch_size if self._num_samples is None else min(batch_size, self._num_samples)
         self._columns_per_call = max(1, MATMAT_SAMPLE_COLUMNS // widest)
         self._linear: list[Callable[[Tensor], Tensor]] | None = None
+        self._reverse = False  # set when forward-over-reverse is not available (see _hvp)
         single_chunk = self._chunks is not None and len(self._chunks) == 1
         if linearize is None:
             linearize = single_chunk and self.num_samples * self.dim >= LINEARIZE_MIN_WORK
@@ -202,8 +203,12 @@ class HessianOperator:
         if check_deterministic:
             probe = torch.randn(self.dim, generator=torch.Generator().manual_seed(0))
             reference = self._jvp_matvec(probe.to(self.device, self.dtype))
-        if linearize:
-            self._linear = self._linearize()
+        if linearize and not self._reverse:
+            try:
+                self._linear = self._linearize()
+            except RuntimeError as err:  # no forward-mode rule: products stay untraced
+                if "ZeroTensor" not in str(err):
+                    raise
         self.linearized = self._linear is not None
         chunk_work = widest * self.dim
         self._vmap_columns = not (self.linearized and chunk_work >= VMAP_MAX_WORK)
@@ -252,6 +257,20 @@ class HessianOperator:
 
         return grad(chunk_loss)
 
+    def _hvp(self, g: Callable[[Tensor], Tensor], v: Tensor) -> Tensor:
+        """``d/dt g(theta + t v)``: forward-over-reverse, or reverse-over-reverse where torch
+        has no forward-mode rule for a loss's backward (``F.mse_loss`` against a target without
+        tangent fails with "ZeroTensors are immutable" in torch 2.x); ``H`` is symmetric, so
+        the vector-Jacobian product of the gradient is the same ``H v``."""
+        if not self._reverse:
+            try:
+                return jvp(g, (self.params,), (v,))[1]
+            except RuntimeError as err:
+                if "ZeroTensor" not in str(err):
+                    raise
+                self._reverse = True
+        return vjp(g, self.params)[1](v)[0]
+
     def _linearize(self) -> list[Callable[[Tensor], Tensor]]:
         traced = []
         with eval_mode(self.model, self.eval_mode), warnings.catch_warnings():
@@ -269,7 +288,7 @@ class HessianOperator:
         with eval_mode(self.model, self.eval_mode):
             # Each chunk gives n_b H_b v; the sum over chunks over N is the full-data H v.
             total = _sum(
-                jvp(self._chunk_grad(c), (self.params,), (v,))[1] for c in self._iter_chunks()
+                self._hvp(self._chunk_grad(c), v) for c in self._iter_chunks()
             )
         return total / self.num_samples
 
@@ -301,12 +320,34 @@ class HessianOperator:
         matrix = matrix.to(self.device, self.dtype)
         columns = matrix.shape[1]
         with torch.no_grad():
+            if self.streamed:
+                return self._streamed_matmat(matrix)
             if columns == 1 or not self._vmap_columns:
                 return torch.stack([self._matvec_impl(c) for c in matrix.T], dim=1)
             batched = vmap(self._matvec_impl, in_dims=1, out_dims=1)
             step = self._columns_per_call
             blocks = [batched(matrix[:, s : s + step]) for s in range(0, columns, step)]
         return torch.cat(blocks, dim=1)
+
+    def _streamed_matmat(self, matrix: Tensor) -> Tensor:
+        """``H V`` reading the data once: per batch, all columns (vmapped in blocks).
+
+        The batches are read outside ``vmap`` (a ``DataLoader`` draws random seeds when it
+        starts, which ``vmap`` refuses), and once per product rather than once per column.
+        """
+        step = self._columns_per_call
+        total = torch.zeros_like(matrix)
+        with eval_mode(self.model, self.eval_mode):
+            for chunk in self._iter_chunks():
+                g = self._chunk_grad(chunk)
+
+                def hvp(v: Tensor, g: Callable[[Tensor], Tensor] = g) -> Tensor:
+                    return self._hvp(g, v)
+
+                batched = vmap(hvp, in_dims=1, out_dims=1)
+                for s in range(0, matrix.shape[1], step):
+                    total[:, s : s + step] += batched(matrix[:, s : s + step])
+        return total / self.num_samples
 
     def dense(self) -> Tensor:
         """The ``(D, D)`` matrix ``H``, from ``D`` products with the basis vectors (symmetrised).

@@ -172,3 +172,12 @@ def test_hf_bert() -> None:
     v = torch.randn(dim, generator=torch.Generator().manual_seed(0))
     ref = double_backward_hvp(model, loss, v)
     torch.testing.assert_close(HessianOperator(model, data).matvec(v), ref, rtol=1e-3, atol=1e-5)
+
+
+def test_readme_own_model_section_runs() -> None:
+    text = (EXAMPLES.parent / "README.md").read_text()
+    block = text.split("### Your own model, your own batches")[1].split("```python")[1]
+    namespace: dict[str, Any] = {}
+    exec(block.split("```")[0], namespace)
+    assert namespace["plane"].accuracy is None  # the regression surface
+    assert (namespace["low"][:-1] <= namespace["low"][1:]).all()  # ascending from the bottom

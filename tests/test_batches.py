@@ -44,8 +44,8 @@ def dense_reference(
     model: nn.Module, names: list[str], loss_of: Callable[[Callable[..., object]], Tensor]
 ) -> Tensor:
     """Dense Hessian of ``loss_of(forward)`` w.r.t. the named parameters by double backward
-    (``torch.autograd.functional.hessian``: an independent path: no ParamSpace, no operator, no batch adapter). ``forward(*args)``
-    runs the plain module with those parameters swapped in."""
+    (``torch.autograd.functional.hessian``; no ParamSpace, operator or batch adapter involved).
+    ``forward(*args)`` runs the plain module with those parameters swapped in."""
     own = dict(model.named_parameters())
     flat = torch.cat([own[n].detach().reshape(-1) for n in names])
     sizes = [own[n].numel() for n in names]
@@ -378,3 +378,20 @@ def test_bad_batches_outputs_and_losses_say_what_was_expected() -> None:
         surface(model, (x, y.unsqueeze(1)), loss_fn=lambda lg, t: lg.mean() * 0, steps=1)
     for err in (BatchError, OutputError, LossShapeError, ParamSelectionError):
         assert issubclass(err, LossAtlasError)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m, x, y: surface(m, [(x, x, y)], steps=1),
+        lambda m, x, y: surface(m, (x, y.unsqueeze(1)), steps=1),
+        lambda m, x, y: hessian_eigenvalues(m, (x, y), k=1, params=list(m.parameters())),
+        lambda m, x, y: surface(m, (x, y), loss_fn=lambda lg, t: lg, steps=1),
+    ],
+)
+def test_bad_input_is_one_line(call: Callable[..., object]) -> None:
+    model = nn.Sequential(nn.Linear(5, 3))
+    x, y = blobs(12)
+    with pytest.raises(LossAtlasError) as info:
+        call(model, x, y)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 400

@@ -221,6 +221,7 @@ def surface_directions(
     *,
     dims: int | None = None,
     seed: int = 0,
+    wrt: Wrt = None,
 ) -> tuple[Tensor, str]:
     """The directions :func:`surface` spans its grid with, and their default label.
 
@@ -238,12 +239,13 @@ def surface_directions(
         dims: number of random directions (default 2); ignored for given directions.
         seed: seed of the random directions (drawn on the CPU from
             ``make_generator(seed, "surface", "directions")``).
+        wrt: which parameters span the space, as for :func:`surface` (only with a module).
 
     Returns:
         ``(dirs (n_axes, D), label)``: ``label`` is ``directions`` for random ones, else
         ``"given"``.
     """
-    space = model if isinstance(model, ParamSpace) else ParamSpace(model)
+    space = model if isinstance(model, ParamSpace) else ParamSpace(model, wrt)
     center = center.detach()
     space._check(center, batched=False)
     if not isinstance(directions, str):

@@ -172,8 +172,9 @@ def _hits(logits: torch.Tensor, chunk: Batch) -> torch.Tensor:
     """Summed accuracy ``(B,)`` of batched ``logits`` (B, n, ...) on one chunk."""
     ad, ys = chunk.adapter, chunk.target
     assert ys is not None
-    if callable(ad.accuracy):
-        return vmap(lambda lg: ad.accuracy(lg, ys))(logits) * chunk.size  # type: ignore[operator]
+    metric = ad.accuracy
+    if callable(metric):
+        return vmap(lambda lg: metric(lg, ys))(logits) * chunk.size
     if logits.shape[1:-1] != ys.shape:
         raise OutputError(
             f"logits of shape {tuple(logits.shape[1:])} do not fit class labels of shape "

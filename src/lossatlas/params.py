@@ -73,7 +73,7 @@ def select_parameters(model: nn.Module, wrt: Wrt = None) -> list[str]:
         return [n for n, _ in named]
     if callable(wrt) and not isinstance(wrt, (nn.Module, torch.Tensor)):
         return [n for n, p in named if wrt(n, p)]
-    items = [wrt] if isinstance(wrt, (str, nn.Module, torch.Tensor)) else list(wrt)  # type: ignore[arg-type]
+    items = [wrt] if isinstance(wrt, (str, nn.Module, torch.Tensor)) else list(wrt)
     picked: set[str] = set()
     by_id = {id(p): n for n, p in named}
     module_names = {id(m): n for n, m in model.named_modules()}

@@ -122,6 +122,8 @@ class BatchAdapter:
 
     def split(self, batch: Any) -> tuple[tuple[Any, ...], dict[str, Any], Tensor | None]:
         """``(args, kwargs, target)`` of one batch."""
+        args: tuple[Any, ...]
+        kwargs: dict[str, Any]
         if self.inputs is not None:
             raw = self.inputs(batch)
             if isinstance(raw, Mapping):

@@ -208,8 +208,10 @@ class SubspaceEvaluator:
         self.device = device or self.sample.device
         first_input = self.sample.first_input()
         if dtype is None:
-            floating = first_input is not None and first_input.is_floating_point()
-            dtype = first_input.dtype if floating else next(model.parameters()).dtype
+            if first_input is not None and first_input.is_floating_point():
+                dtype = first_input.dtype
+            else:
+                dtype = next(model.parameters()).dtype
         self.dtype = dtype
         self.sample = self.sample.to(self.device, self.dtype)
         self.num_samples = 0  # counted by each evaluation

@@ -287,9 +287,7 @@ class HessianOperator:
     def _jvp_matvec(self, v: Tensor) -> Tensor:
         with eval_mode(self.model, self.eval_mode):
             # Each chunk gives n_b H_b v; the sum over chunks over N is the full-data H v.
-            total = _sum(
-                self._hvp(self._chunk_grad(c), v) for c in self._iter_chunks()
-            )
+            total = _sum(self._hvp(self._chunk_grad(c), v) for c in self._iter_chunks())
         return total / self.num_samples
 
     def _matvec_impl(self, v: Tensor) -> Tensor:

@@ -239,6 +239,27 @@ def test_frozen_backbone_spans_only_trainable_parameters() -> None:
         )
 
 
+@pytest.mark.parametrize("vectorise", ["vmap", "loop"])
+def test_frozen_batchnorm_backbone_with_recomputed_statistics(vectorise: str) -> None:
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3)).double()
+    model[:3].requires_grad_(False)
+    x, y = blobs(40, dtype=torch.float64)
+    surf = surface(model, (x, y), steps=1, span=0.0, bn_data=x, strategy=vectorise)
+    # Plain reference: BatchNorm statistics of x at the (unchanged) point, then eval.
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm1d):
+            m.reset_running_stats()
+            m.momentum = None
+    with torch.no_grad():
+        model(x)
+    model.eval()
+    with torch.no_grad():
+        ref = F.cross_entropy(model(x), y)
+    torch.testing.assert_close(surf.loss.reshape(()), ref, rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize(
     "wrt",
     ["2", ["2.weight", "2.bias"], "module", lambda name, p: name.startswith("2."), "tensors"],

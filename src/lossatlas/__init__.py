@@ -14,6 +14,7 @@ from lossatlas.config import Config, ExecutionConfig, load_config
 
 # Data and models
 from lossatlas.data import Dataset, available_datasets, load_dataset, register_dataset
+from lossatlas.data.batches import BatchAdapter, BatchError, Batches, LossShapeError, OutputError
 
 # Errors
 from lossatlas.errors import (
@@ -37,7 +38,7 @@ from lossatlas.execute import (
 from lossatlas.models import available_models, build_model, register_model
 
 # Weight space
-from lossatlas.params import ParamSpace
+from lossatlas.params import ParamSelectionError, ParamSpace
 
 # Populations
 from lossatlas.populations.jump import jump_and_retrain
@@ -65,6 +66,9 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "AtlasStore",
+    "BatchAdapter",
+    "BatchError",
+    "Batches",
     "CheckpointError",
     "Claim",
     "Config",
@@ -78,6 +82,9 @@ __all__ = [
     "HessianOperator",
     "LocalExecutor",
     "LossAtlasError",
+    "LossShapeError",
+    "OutputError",
+    "ParamSelectionError",
     "ParamSpace",
     "Population",
     "StoreError",

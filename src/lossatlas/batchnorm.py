@@ -83,14 +83,25 @@ def recompute_bn_statistics(
     fresh = _fresh_buffers(template, norms, thetas.shape[0])
     if not norms:
         return fresh
+    fixed = space.fixed(thetas)  # parameters outside the space (frozen ones), as constants
     with _accumulating(space.model, norms):
         if vectorise:
-            _accumulate(space.model, norms, space.unflatten(thetas), fresh, batches, batched=True)
+            _accumulate(
+                space.model,
+                norms,
+                space.unflatten(thetas),
+                fresh,
+                batches,
+                batched=True,
+                fixed=fixed,
+            )
         else:
             for i in range(thetas.shape[0]):
                 # Views into ``fresh``: the forward pass writes row i in place.
                 one = {name: buf[i] for name, buf in fresh.items()}
-                _accumulate(space.model, norms, space.unflatten(thetas[i]), one, batches)
+                _accumulate(
+                    space.model, norms, space.unflatten(thetas[i]), one, batches, fixed=fixed
+                )
     return fresh
 
 
@@ -119,14 +130,17 @@ def _accumulate(
     batches: Sequence[Tensor],
     *,
     batched: bool = False,
+    fixed: Mapping[str, Tensor] | None = None,
 ) -> None:
     """Run every batch through ``model`` at ``named``, updating ``buffers`` in place.
 
-    ``named``/``buffers`` hold one point (``(*shape)``), or ``(P, *shape)`` when ``batched``.
+    ``named``/``buffers`` hold one point (``(*shape)``), or ``(P, *shape)`` when ``batched``;
+    ``fixed`` holds the parameters that are not in the space (never batched).
     """
+    constants = dict(fixed or {})
 
     def forward(p: dict[str, Tensor], b: dict[str, Tensor], xb: Tensor) -> Tensor:
-        return functional_call(model, (p, b), (xb,), strict=True)
+        return functional_call(model, ({**constants, **p}, b), (xb,), strict=True)
 
     call = vmap(forward, in_dims=(0, 0, None)) if batched else forward
     for t, xb in enumerate(batches, start=1):

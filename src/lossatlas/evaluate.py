@@ -7,12 +7,21 @@ processed in chunks so that memory stays bounded (``points x chunk x widest acti
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Literal
+from dataclasses import replace
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
+from torch.utils._pytree import tree_map
 
+from lossatlas.data.batches import (
+    DEFAULT_ADAPTER,
+    Batch,
+    BatchAdapter,
+    OutputError,
+    resolve_adapter,
+)
 from lossatlas.params import ParamSpace
 
 __all__ = [
@@ -36,13 +45,16 @@ def member_loss_fn(space: ParamSpace, loss_fn: LossFn | None = None) -> Callable
     """``f(named_params, buffers, x, y) -> scalar loss`` for one point, ready for ``vmap``."""
     loss = loss_fn or F.cross_entropy
 
+    fixed = space.fixed()
+
     def member_loss(
         named: Mapping[str, torch.Tensor],
         buffers: Mapping[str, torch.Tensor],
         x: torch.Tensor,
         y: torch.Tensor,
     ) -> torch.Tensor:
-        logits = functional_call(space.model, (dict(named), dict(buffers)), (x,), strict=True)
+        params = {**fixed, **named}
+        logits = functional_call(space.model, (params, dict(buffers)), (x,), strict=True)
         return loss(logits, y)
 
     return member_loss
@@ -52,25 +64,30 @@ def member_loss_fn(space: ParamSpace, loss_fn: LossFn | None = None) -> Callable
 def evaluate_points(
     space: ParamSpace,
     thetas: torch.Tensor,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    x: torch.Tensor | Batch,
+    y: torch.Tensor | None = None,
     *,
     buffers: Mapping[str, torch.Tensor] | None = None,
     buffers_batched: bool = False,
     loss_fn: LossFn | None = None,
+    adapter: BatchAdapter | None = None,
     sample_chunk: int = 2048,
     point_chunk: int | None = None,
     strategy: Strategy = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean loss and accuracy of every point on ``(x, y)``, in eval mode.
+    """Mean loss and accuracy of every point on one batch, in eval mode.
 
     Args:
         space: the parameter space of the model.
         thetas: ``(B, D)`` points.
-        x: ``(N, *input_shape)`` inputs; y: ``(N,)`` integer labels.
+        x: ``(N, *input_shape)`` inputs with ``y`` their targets (``(N,)`` integer labels for
+            the default loss), or a :class:`~lossatlas.data.batches.Batch` (any structure its
+            adapter reads; ``y`` is then not given).
         buffers: buffers to use (default: the module's). With ``buffers_batched`` each tensor
             has a leading ``B`` dimension (one set per point, e.g. population members).
-        loss_fn: ``loss(logits, y) -> mean``; cross-entropy by default.
+        loss_fn: ``loss(logits, y) -> mean``; cross-entropy by default (an adapter's
+            ``loss``/``loss_fn`` takes precedence).
+        adapter: how to read ``(x, y)`` and score outputs (only with tensors ``x``, ``y``).
         sample_chunk: samples per forward pass; bounds memory.
         point_chunk: points per ``vmap`` call (default: all ``B``).
         strategy: ``vmap`` evaluates all points of a chunk in one call, ``loop`` one point at
@@ -84,29 +101,48 @@ def evaluate_points(
             launch-bound, so ``auto`` always batches there.
 
     Returns:
-        ``(loss, accuracy)``, each of shape ``(B,)`` in ``thetas``' dtype.
+        ``(loss, accuracy)``, each of shape ``(B,)`` in ``thetas``' dtype; the accuracy is NaN
+        when the batch has none (a regression target, or ``accuracy=None``).
     """
-    loss = loss_fn or F.cross_entropy
+    batch = _as_batch(x, y, adapter)
+    ad = resolve_adapter(batch.adapter, loss_fn)
+    if ad is not batch.adapter:
+        batch = Batch.read(batch.raw, ad)
+    target = batch.target
     # The default loss on class labels takes a batched fast path (_batched_cross_entropy_sum);
     # negative labels (F.cross_entropy's ignore_index) keep the general one.
     fast_ce = (
-        loss_fn is None and y.dim() == 1 and not y.is_floating_point() and not bool((y < 0).any())
+        ad.loss is None
+        and ad.loss_fn is None
+        and target is not None
+        and target.dim() == 1
+        and not target.is_floating_point()
+        and not bool((target < 0).any())
     )
+    # A loss of the raw outputs is computed per point inside the forward; otherwise the
+    # logits come out and are scored here, batched over points.
+    head: Callable[[Any, Batch], Any] = ad.stats if ad.loss is not None else _logits_head
     # Per-chunk sums are collected and added up in one index_add_ at the end: with a per-point
     # loop, indexing the totals for every chunk cost as many small ops as the loss itself.
     rows_of: list[int] = []
     loss_sums: list[torch.Tensor] = []
     hits: list[torch.Tensor] = []
-    for rows, start, logits in _iter_logits(
-        space, thetas, x, buffers, buffers_batched, sample_chunk, point_chunk, strategy
+    for rows, _, chunk, out in _iter_outputs(
+        space, thetas, batch, head, buffers, buffers_batched, sample_chunk, point_chunk, strategy
     ):
-        ys = y[start : start + logits.shape[1]]
-        if fast_ce and logits.dim() == 3:
-            loss_sums.append(_batched_cross_entropy_sum(logits, ys))
+        if ad.loss is not None:
+            chunk_loss, chunk_hits = out
         else:
-            # vmap the loss, so any user loss_fn with the (logits, y) -> mean contract works.
-            loss_sums.append(vmap(loss, in_dims=(0, None))(logits, ys) * ys.shape[0])
-        hits.append((logits.argmax(dim=-1) == ys).sum(dim=-1))
+            logits, ys = out, chunk.target
+            assert ys is not None
+            if fast_ce and logits.dim() == 3:
+                chunk_loss = _batched_cross_entropy_sum(logits, ys)
+            else:
+                # vmap the loss, so any user loss_fn with the (logits, y) -> mean contract works.
+                chunk_loss = vmap(lambda lg, c=chunk: ad.batch_loss(lg, c))(logits) * chunk.size
+            chunk_hits = _hits(logits, chunk) if chunk.scored else torch.zeros_like(chunk_loss)
+        loss_sums.append(chunk_loss)
+        hits.append(chunk_hits)
         rows_of.extend(range(rows.start, rows.stop))
     total_loss = torch.zeros(thetas.shape[0], dtype=thetas.dtype, device=thetas.device)
     correct = torch.zeros_like(total_loss)
@@ -114,7 +150,38 @@ def evaluate_points(
         index = torch.tensor(rows_of, device=thetas.device)
         total_loss.index_add_(0, index, torch.cat(loss_sums).to(total_loss.dtype))
         correct.index_add_(0, index, torch.cat(hits).to(correct.dtype))
-    return total_loss / x.shape[0], correct / x.shape[0]
+    accuracy = correct / batch.size if batch.scored else torch.full_like(correct, float("nan"))
+    return total_loss / batch.size, accuracy
+
+
+def _as_batch(
+    x: torch.Tensor | Batch, y: torch.Tensor | None, adapter: BatchAdapter | None
+) -> Batch:
+    if isinstance(x, Batch):
+        if y is not None or adapter is not None:
+            raise TypeError("pass either a Batch or tensors x, y (with an adapter), not both")
+        return x
+    return Batch.read((x, y) if y is not None else x, adapter or DEFAULT_ADAPTER)
+
+
+def _logits_head(outputs: Any, chunk: Batch) -> torch.Tensor:
+    return chunk.adapter.get_logits(outputs)
+
+
+def _hits(logits: torch.Tensor, chunk: Batch) -> torch.Tensor:
+    """Summed accuracy ``(B,)`` of batched ``logits`` (B, n, ...) on one chunk."""
+    ad, ys = chunk.adapter, chunk.target
+    assert ys is not None
+    metric = ad.accuracy
+    if callable(metric):
+        return vmap(lambda lg: metric(lg, ys))(logits) * chunk.size
+    if logits.shape[1:-1] != ys.shape:
+        raise OutputError(
+            f"logits of shape {tuple(logits.shape[1:])} do not fit class labels of shape "
+            f"{tuple(ys.shape)} (expected logits (..., C) over them); pass "
+            "BatchAdapter(accuracy=None) for no accuracy or a metric of your own"
+        )
+    return (logits.argmax(dim=-1) == ys).sum(dim=tuple(range(1, logits.dim() - 1)))
 
 
 def _batched_cross_entropy_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -134,24 +201,46 @@ def _batched_cross_entropy_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.T
 def predict_points(
     space: ParamSpace,
     thetas: torch.Tensor,
-    x: torch.Tensor,
+    x: torch.Tensor | Batch,
     *,
     buffers: Mapping[str, torch.Tensor] | None = None,
     buffers_batched: bool = False,
+    adapter: BatchAdapter | None = None,
     sample_chunk: int = 2048,
     point_chunk: int | None = None,
     strategy: Strategy = "auto",
 ) -> torch.Tensor:
-    """Logits of every point on ``x``: ``(B, N, C)``, in eval mode (see :func:`evaluate_points`)."""
+    """Logits of every point on ``x``: ``(B, N, C)``, in eval mode (see :func:`evaluate_points`).
+
+    ``x`` is an input tensor (read with ``adapter``'s ``inputs`` rule when given) or a
+    :class:`~lossatlas.data.batches.Batch`.
+    """
+    if isinstance(x, Batch):
+        batch = x
+    else:  # inputs only: no target is read
+        ad = adapter or DEFAULT_ADAPTER
+        batch = Batch.read(x, replace(ad, target=_no_target))
     out: torch.Tensor | None = None
-    for rows, start, logits in _iter_logits(
-        space, thetas, x, buffers, buffers_batched, sample_chunk, point_chunk, strategy
+    for rows, start, _, logits in _iter_outputs(
+        space,
+        thetas,
+        batch,
+        _logits_head,
+        buffers,
+        buffers_batched,
+        sample_chunk,
+        point_chunk,
+        strategy,
     ):
         if out is None:
-            out = logits.new_empty(thetas.shape[0], x.shape[0], logits.shape[-1])
+            out = logits.new_empty(thetas.shape[0], batch.size, *logits.shape[2:])
         out[rows, start : start + logits.shape[1]] = logits
     assert out is not None
     return out
+
+
+def _no_target(batch: Any) -> None:
+    return None
 
 
 def _has_tied_tensors(model: torch.nn.Module) -> bool:
@@ -181,14 +270,20 @@ def _can_load(
     return True
 
 
+def _lead(out: Any) -> Any:
+    """A leading points dimension of 1 on every tensor of ``out``."""
+    return tree_map(lambda t: t.unsqueeze(0) if isinstance(t, torch.Tensor) else t, out)
+
+
 def _iter_loaded(
     space: ParamSpace,
     thetas: torch.Tensor,
-    x: torch.Tensor,
+    batch: Batch,
+    head: Callable[[Any, Batch], Any],
     buffers: Mapping[str, torch.Tensor],
     buffers_batched: bool,
     sample_chunk: int,
-) -> Iterator[tuple[slice, int, torch.Tensor]]:
+) -> Iterator[tuple[slice, int, Batch, Any]]:
     """The per-point loop, with each point copied into the module's own parameters.
 
     ``functional_call`` re-binds every parameter and buffer on each call; profiling a surface of
@@ -196,9 +291,11 @@ def _iter_loaded(
     than a small model's whole forward pass. Copying a point into the module costs one pass
     over its ``D`` numbers. Parameters and buffers are saved first and restored bit for bit
     afterwards; meanwhile the module must not be used elsewhere (e.g. by another thread).
+    Only the spanned parameters are copied; fixed ones keep the module's values.
     """
     model = space.model
-    params = [p for _, p in model.named_parameters()]  # the flat vector's order
+    own_params = dict(model.named_parameters())
+    params = [own_params[slot.name] for slot in space.slots]  # the flat vector's order
     # (B, *shape) views of every parameter's columns, made once: per point, one copy each.
     columns = thetas.split([slot.numel for slot in space.slots], dim=1)
     per_param = [
@@ -211,6 +308,10 @@ def _iter_loaded(
         saved_buffers = {name: buf.detach().clone() for name, buf in own.items()}
     was_training = model.training
     model.eval()
+    chunks = [
+        (start, batch.slice(start, start + sample_chunk))
+        for start in range(0, batch.size, sample_chunk)
+    ]
     try:
         if not buffers_batched:
             with torch.no_grad():
@@ -224,8 +325,9 @@ def _iter_loaded(
                 if buffers_batched:
                     for name, buf in buffers.items():
                         own[name].copy_(buf[i])
-            for start in range(0, x.shape[0], sample_chunk):
-                yield slice(i, i + 1), start, model(x[start : start + sample_chunk]).unsqueeze(0)
+            for start, chunk in chunks:
+                out = head(model(*chunk.args, **chunk.kwargs), chunk)
+                yield slice(i, i + 1), start, chunk, _lead(out)
     finally:
         with torch.no_grad():
             for param, value in zip(params, saved, strict=True):
@@ -235,26 +337,28 @@ def _iter_loaded(
         model.train(was_training)
 
 
-def _iter_logits(
+def _iter_outputs(
     space: ParamSpace,
     thetas: torch.Tensor,
-    x: torch.Tensor,
+    batch: Batch,
+    head: Callable[[Any, Batch], Any],
     buffers: Mapping[str, torch.Tensor] | None,
     buffers_batched: bool,
     sample_chunk: int,
     point_chunk: int | None,
     strategy: Strategy,
-) -> Iterator[tuple[slice, int, torch.Tensor]]:
-    """Yield ``(point rows, first sample, logits (rows, n_chunk, C))`` over all chunks.
+) -> Iterator[tuple[slice, int, Batch, Any]]:
+    """Yield ``(point rows, first sample, chunk, head(outputs, chunk))`` over all chunks.
 
-    The module is put in eval mode for the duration and restored afterwards.
+    ``head`` runs per point (inside ``vmap``) on the model's raw output; what it returns gets a
+    leading points dimension. The module is put in eval mode for the duration and restored.
     """
     if buffers is None:
         buffers = dict(space.model.named_buffers())
     n_points = thetas.shape[0]
     if strategy == "auto":
-        big_passes = min(sample_chunk, x.shape[0]) >= LOOP_MIN_SAMPLES
-        strategy = "loop" if x.device.type == "cpu" and big_passes else "vmap"
+        big_passes = min(sample_chunk, batch.size) >= LOOP_MIN_SAMPLES
+        strategy = "loop" if batch.device.type == "cpu" and big_passes else "vmap"
     point_chunk = 1 if strategy == "loop" else (point_chunk or n_points)
 
     # functional_call's strict key check and tied-weight bookkeeping walk the whole module tree
@@ -265,15 +369,26 @@ def _iter_logits(
         raise ValueError(f"buffers lack {sorted(missing)}")
     tied = _has_tied_tensors(space.model)
     if strategy == "loop" and _can_load(space, thetas, buffers, buffers_batched):
-        yield from _iter_loaded(space, thetas, x, buffers, buffers_batched, sample_chunk)
+        yield from _iter_loaded(space, thetas, batch, head, buffers, buffers_batched, sample_chunk)
         return
+    fixed = space.fixed(thetas)
 
-    def logits_at(
-        named: dict[str, torch.Tensor], bufs: dict[str, torch.Tensor], xs: torch.Tensor
-    ) -> torch.Tensor:
-        return functional_call(space.model, (named, bufs), (xs,), strict=tied, tie_weights=tied)
+    def run(named: dict[str, torch.Tensor], bufs: dict[str, torch.Tensor], chunk: Batch) -> Any:
+        params = {**fixed, **named} if fixed else named
+        out = functional_call(
+            space.model,
+            (params, bufs),
+            chunk.args,
+            chunk.kwargs,
+            strict=tied,
+            tie_weights=tied,
+        )
+        return head(out, chunk)
 
-    batched = vmap(logits_at, in_dims=(0, 0 if buffers_batched else None, None))
+    chunks = [
+        (start, batch.slice(start, start + sample_chunk))
+        for start in range(0, batch.size, sample_chunk)
+    ]
     was_training = space.model.training
     space.model.eval()
     try:
@@ -281,13 +396,16 @@ def _iter_logits(
             rows = slice(first, min(first + point_chunk, n_points))
             named = space.unflatten(thetas[rows])
             bufs = {k: v[rows] for k, v in buffers.items()} if buffers_batched else dict(buffers)
-            for start in range(0, x.shape[0], sample_chunk):
-                xs = x[start : start + sample_chunk]
+            for start, chunk in chunks:
                 if strategy == "loop":  # one point: a plain forward pass, no vmap machinery
                     single = {k: v[0] for k, v in named.items()}
                     one_bufs = {k: v[0] for k, v in bufs.items()} if buffers_batched else bufs
-                    yield rows, start, logits_at(single, one_bufs, xs).unsqueeze(0)
+                    yield rows, start, chunk, _lead(run(single, one_bufs, chunk))
                 else:
-                    yield rows, start, batched(named, bufs, xs)
+                    batched = vmap(
+                        lambda n, b, c=chunk: run(n, b, c),
+                        in_dims=(0, 0 if buffers_batched else None),
+                    )
+                    yield rows, start, chunk, batched(named, bufs)
     finally:
         space.model.train(was_training)

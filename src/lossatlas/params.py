@@ -1,10 +1,20 @@
 """ParamSpace: a model's parameters as one flat vector, and directions in that space.
 
 A point in weight space is a tensor ``theta`` of shape ``(D,)``; a batch of points is
-``(B, D)``. The flat order follows ``model.named_parameters()``. :meth:`ParamSpace.unflatten`
-returns *views* into ``theta`` (no copies), so gradients taken with respect to the named views
-land in the flat vector's storage and the functional optimisers can update all ``D`` numbers
-with a handful of fused ops.
+``(B, D)``. The flat order follows ``model.named_parameters()``.
+
+**Which parameters span the space** (``wrt=``, "with respect to"): by default only the
+trainable ones (``requires_grad=True``); frozen parameters stay fixed at the module's values
+and are passed to every forward pass as constants. ``wrt`` also takes ``"all"``, parameter
+names or module-name prefixes, modules, parameter tensors (curvlinops' ``params`` list) or a
+predicate ``(name, param) -> bool``; per-layer Hessians and one-layer surfaces follow. (In
+curvlinops ``params`` means *which* parameters; in lossatlas ``params=`` is the *point*
+``(D,)`` at which a probe is taken. The two never mix: the selection is always ``wrt=``, and
+a list of tensors passed as ``params=`` is refused with a pointer to ``wrt=``.)
+
+:meth:`ParamSpace.unflatten` returns *views* into ``theta`` (no copies), so gradients taken
+with respect to the named views land in the flat vector's storage and the functional
+optimisers can update all ``D`` numbers with a handful of fused ops.
 
 Buffers (BatchNorm running statistics and counters) are not part of ``theta``. They are handled
 explicitly: :meth:`ParamSpace.buffers` copies them out of the module, callers decide whether to
@@ -13,17 +23,98 @@ keep them fixed, batch them per member, or recompute them at a new point.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
-__all__ = ["DirectionKind", "ParamSlot", "ParamSpace"]
+from lossatlas.errors import LossAtlasError
+
+__all__ = ["DirectionKind", "ParamSelectionError", "ParamSlot", "ParamSpace", "Wrt", "check_point"]
 
 DirectionKind = Literal["gaussian", "filter"]
+
+Wrt = (
+    str
+    | nn.Module
+    | torch.Tensor
+    | Callable[[str, torch.Tensor], bool]
+    | Iterable[str | nn.Module | torch.Tensor]
+    | None
+)
+"""Which parameters span the space: see :func:`select_parameters`."""
+
+
+class ParamSelectionError(LossAtlasError, ValueError):
+    """A ``wrt=`` selection that names no parameter, or one the model does not have."""
+
+
+def select_parameters(model: nn.Module, wrt: Wrt = None) -> list[str]:
+    """Names (in ``named_parameters()`` order) of the parameters that ``wrt`` selects.
+
+    ``wrt`` is ``None`` (the trainable parameters, ``requires_grad=True``), ``"all"``, a
+    parameter name or module-name prefix (``"fc"`` selects ``fc.weight`` and ``fc.bias``), a
+    submodule, a parameter tensor, an iterable of those, or a predicate ``(name, param) ->
+    bool``.
+    """
+    named = list(model.named_parameters())
+    if wrt is None:
+        chosen = [n for n, p in named if p.requires_grad]
+        if named and not chosen:
+            raise ParamSelectionError(
+                "every parameter of the model is frozen (requires_grad=False): unfreeze the "
+                "ones to study, or pass wrt='all'"
+            )
+        return chosen
+    if isinstance(wrt, str) and wrt == "all":
+        return [n for n, _ in named]
+    if callable(wrt) and not isinstance(wrt, (nn.Module, torch.Tensor)):
+        return [n for n, p in named if wrt(n, p)]
+    items = [wrt] if isinstance(wrt, (str, nn.Module, torch.Tensor)) else list(wrt)
+    picked: set[str] = set()
+    by_id = {id(p): n for n, p in named}
+    module_names = {id(m): n for n, m in model.named_modules()}
+    for item in items:
+        if isinstance(item, str):
+            hits = [n for n, _ in named if n == item or n.startswith(item + ".")]
+            if not hits:
+                raise ParamSelectionError(f"wrt names '{item}', which is no parameter or module")
+            picked.update(hits)
+        elif isinstance(item, nn.Module):
+            prefix = module_names.get(id(item))
+            if prefix is None:
+                raise ParamSelectionError(
+                    f"wrt holds a {type(item).__name__} that is not a submodule of the model"
+                )
+            picked.update(by_id[id(p)] for p in item.parameters() if id(p) in by_id)
+        elif isinstance(item, torch.Tensor):
+            if id(item) not in by_id:
+                raise ParamSelectionError(
+                    f"wrt holds a tensor of shape {tuple(item.shape)} that is no parameter of "
+                    "the model"
+                )
+            picked.add(by_id[id(item)])
+        else:
+            raise ParamSelectionError(
+                f"wrt items must be names, modules or parameters, got {type(item).__name__}"
+            )
+    return [n for n, _ in named if n in picked]
+
+
+def check_point(params: Any, what: str = "params") -> torch.Tensor | None:
+    """``params=`` (a point) as a tensor, refusing a curvlinops-style list of parameters."""
+    if params is None or isinstance(params, torch.Tensor):
+        return params
+    if isinstance(params, (list, tuple)) and all(isinstance(p, torch.Tensor) for p in params):
+        raise ParamSelectionError(
+            f"{what}= is the point (D,) at which to measure; to choose which parameters span "
+            "the space (curvlinops' params), pass wrt=[...] instead"
+        )
+    raise TypeError(f"{what} must be a (D,) tensor, got {type(params).__name__}")
+
 
 # Li et al. (2018) add this to the direction's filter norm to avoid division by zero.
 _FILTER_EPS = 1e-10
@@ -49,20 +140,47 @@ class ParamSpace:
     Args:
         model: any ``nn.Module``. It is used as a stateless template by
             :meth:`forward`; its own parameter values are only read by :meth:`flatten`.
+        wrt: which parameters span the space (see :func:`select_parameters`); default the
+            trainable ones. The others are :attr:`fixed`.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, wrt: Wrt = None) -> None:
         self.model = model
+        chosen = set(select_parameters(model, wrt))
         slots: list[ParamSlot] = []
+        fixed: list[str] = []
         offset = 0
         for name, param in model.named_parameters():
+            if name not in chosen:
+                fixed.append(name)
+                continue
             slots.append(ParamSlot(name, param.shape, offset, offset + param.numel()))
             offset += param.numel()
         if offset == 0:
-            raise ValueError("the model has no parameters")
+            if not slots and not fixed:
+                raise ValueError("the model has no parameters")
+            raise ParamSelectionError("the parameter selection (wrt=) spans no parameter")
         self.slots: tuple[ParamSlot, ...] = tuple(slots)
         self.dim: int = offset
+        self.fixed_names: tuple[str, ...] = tuple(fixed)
         self.buffer_names: tuple[str, ...] = tuple(name for name, _ in model.named_buffers())
+
+    @property
+    def spans_all(self) -> bool:
+        """Whether every parameter of the module is part of the flat vector."""
+        return not self.fixed_names
+
+    def fixed(self, like: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The parameters held fixed (not spanned), detached; floating ones in ``like``'s
+        dtype and on its device when given."""
+        own = dict(self.model.named_parameters())
+        out = {}
+        for name in self.fixed_names:
+            t = own[name].detach()
+            if like is not None:
+                t = t.to(device=like.device, dtype=like.dtype if t.is_floating_point() else None)
+            out[name] = t
+        return out
 
     # ------------------------------------------------------------------ layout
 
@@ -71,8 +189,10 @@ class ParamSpace:
         return tuple(slot.name for slot in self.slots)
 
     def __repr__(self) -> str:
+        fixed = f", fixed={len(self.fixed_names)}" if self.fixed_names else ""
         return (
-            f"ParamSpace(D={self.dim}, tensors={len(self.slots)}, buffers={len(self.buffer_names)})"
+            f"ParamSpace(D={self.dim}, tensors={len(self.slots)}{fixed}, "
+            f"buffers={len(self.buffer_names)})"
         )
 
     def flatten(self, tensors: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -102,7 +222,8 @@ class ParamSpace:
         views = self.unflatten(theta)
         with torch.no_grad():
             for name, param in self.model.named_parameters():
-                param.copy_(views[name])
+                if name in views:
+                    param.copy_(views[name])
             if buffers is not None:
                 for name, buf in self.model.named_buffers():
                     buf.copy_(buffers[name])
@@ -128,10 +249,25 @@ class ParamSpace:
 
         Buffers default to the module's own. The module's train/eval mode applies.
         """
-        named = dict(self.unflatten(theta))
+        return self.call(theta, (x,), {}, buffers)
+
+    def call(
+        self,
+        theta: torch.Tensor,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any] | None = None,
+        buffers: Mapping[str, torch.Tensor] | None = None,
+    ) -> Any:
+        """``model(*args, **kwargs)`` at ``theta`` (D,): the module's raw output.
+
+        Fixed (not spanned) parameters come from the module, in ``theta``'s dtype.
+        """
+        named = {**self.fixed(theta), **self.unflatten(theta)}
         if buffers is None:
             buffers = dict(self.model.named_buffers())
-        return functional_call(self.model, (named, dict(buffers)), (x,), strict=True)
+        return functional_call(
+            self.model, (named, dict(buffers)), tuple(args), dict(kwargs or {}), strict=True
+        )
 
     # ------------------------------------------------------------------ directions
 

@@ -2,7 +2,9 @@
 
 ``data`` may be an ``(X, y)`` pair of tensors, a ``DataLoader`` (or any iterable) of ``(x, y)``
 batches, or a lossatlas :class:`~lossatlas.data.Dataset`. The adapter turns each of these into
-the training tensors and the named splits to evaluate, so no probe reads data its own way.
+the training tensors and the named splits to evaluate (read whole into memory), for the
+population trainers and path fitting. The probes read data through the batch interface of
+:mod:`lossatlas.data.batches` instead, which streams loaders and reads any batch structure.
 """
 
 from __future__ import annotations

@@ -62,6 +62,9 @@ class RayExecutor:
         progress: show a progress bar (``None``: only when stderr is a terminal).
         num_cpus: CPUs of a local instance started here (default: all); ignored with an
             ``address``.
+        gpus_per_unit: GPUs reserved per unit (Ray's ``num_gpus``; fractions share one GPU).
+            :func:`~lossatlas.execute.executor_for` asks for 1 when the config's device is
+            ``cuda``, so that units are placed on GPU workers instead of falling back to CPU.
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class RayExecutor:
         cpus_per_unit: float = 1.0,
         progress: bool | None = None,
         num_cpus: int | None = None,
+        gpus_per_unit: float = 0.0,
     ) -> None:
         if max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {max_retries}")
@@ -82,6 +86,9 @@ class RayExecutor:
         self.cpus_per_unit = cpus_per_unit
         self.progress = progress
         self.num_cpus = num_cpus
+        if gpus_per_unit < 0:
+            raise ConfigError(f"gpus_per_unit must be >= 0, got {gpus_per_unit}")
+        self.gpus_per_unit = gpus_per_unit
 
     def __repr__(self) -> str:
         where = self.address or "local instance"
@@ -114,6 +121,18 @@ class RayExecutor:
             raise ExecutionError(f"cannot start or join Ray at {target}: {exc}") from exc
         return ray
 
+    def task_options(self, unit: Unit, description: str = "") -> dict[str, Any]:
+        """The Ray resource request and settings of one unit's task."""
+        options: dict[str, Any] = {
+            "num_cpus": self.cpus_per_unit,
+            "max_retries": self.max_retries,
+            "retry_exceptions": False,
+            "name": f"lossatlas:{description}:{unit.id}"[:200],
+        }
+        if self.gpus_per_unit > 0:
+            options["num_gpus"] = self.gpus_per_unit
+        return options
+
     def map(self, units: Sequence[Unit], *, description: str = "") -> list[Any]:
         """Run ``units`` as Ray tasks; results come back in input order."""
         if not units:
@@ -122,12 +141,7 @@ class RayExecutor:
         threads = max(1, int(self.cpus_per_unit))
         task = ray.remote(_run_on_worker)
         refs = [
-            task.options(
-                num_cpus=self.cpus_per_unit,
-                max_retries=self.max_retries,
-                retry_exceptions=False,
-                name=f"lossatlas:{description}:{unit.id}"[:200],
-            ).remote(unit, threads)
+            task.options(**self.task_options(unit, description)).remote(unit, threads)
             for unit in units
         ]
         position = {ref: i for i, ref in enumerate(refs)}

@@ -10,7 +10,7 @@ from lossatlas.errors import ConfigError
 from lossatlas.execute.base import Executor
 from lossatlas.execute.local import LocalExecutor
 
-__all__ = ["executor_for", "get_executor"]
+__all__ = ["executor_for", "get_executor", "ray_options"]
 
 
 def _ray_executor(**options: Any) -> Executor:
@@ -35,6 +35,25 @@ def get_executor(name: str = "local", **options: Any) -> Executor:
         raise ConfigError(f"executor '{name}' does not accept options {sorted(options)}") from exc
 
 
+def ray_options(
+    config: Config | ExecutionConfig, *, progress: bool | None = None
+) -> dict[str, Any]:
+    """The :class:`~lossatlas.execute.ray.RayExecutor` options a config asks for.
+
+    A config whose ``device`` is ``cuda`` reserves one GPU per unit (Ray's ``num_gpus``), so
+    that units run on GPU workers rather than on CPU ones.
+    """
+    execution = config.execution if isinstance(config, Config) else config
+    cuda = isinstance(config, Config) and config.device == "cuda"
+    return {
+        "address": execution.ray_address,
+        "max_retries": execution.max_retries,
+        "cpus_per_unit": execution.cpus_per_unit,
+        "gpus_per_unit": 1.0 if cuda else 0.0,
+        "progress": progress,
+    }
+
+
 def executor_for(config: Config | ExecutionConfig, *, progress: bool | None = None) -> Executor:
     """The executor a config's ``execution`` section asks for, connected and ready.
 
@@ -42,13 +61,7 @@ def executor_for(config: Config | ExecutionConfig, *, progress: bool | None = No
     """
     execution = config.execution if isinstance(config, Config) else config
     if execution.executor == "ray":
-        executor = get_executor(
-            "ray",
-            address=execution.ray_address,
-            max_retries=execution.max_retries,
-            cpus_per_unit=execution.cpus_per_unit,
-            progress=progress,
-        )
+        executor = get_executor("ray", **ray_options(config, progress=progress))
         # Join the cluster now: a bad address or a missing extra fails before any work.
         executor.connect()  # type: ignore[attr-defined]
         return executor

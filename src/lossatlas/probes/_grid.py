@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from lossatlas.batchnorm import bn_batches, norm_modules, recompute_bn_statistics
+from lossatlas.data.batches import Batch, BatchAdapter, Batches
 from lossatlas.evaluate import LOOP_MIN_SAMPLES, LossFn, Strategy, evaluate_points
 from lossatlas.params import ParamSpace
 from lossatlas.probes._shortcut import (
@@ -157,12 +158,17 @@ class EvalInfo:
 
 
 class SubspaceEvaluator:
-    """Loss and accuracy of ``model`` at many points ``base + coefs @ terms`` on ``(x, y)``.
+    """Loss and accuracy of ``model`` at many points ``base + coefs @ terms`` on the data.
 
     Args:
         model: any ``nn.Module``; its parameters are never modified, its train/eval flags are
             restored afterwards.
-        x, y: ``(N, *input)`` inputs (already on the target device and dtype), ``(N,)`` labels.
+        x, y: ``(N, *input)`` inputs (already on the target device and dtype), ``(N,)`` labels;
+            or ``x`` a :class:`~lossatlas.data.batches.Batches` source (``y`` not given),
+            read batch by batch on every evaluation, each batch moved to ``device``/``dtype``
+            only while it is evaluated (so streamed data never has to fit in memory).
+        space: the parameter space (default ``ParamSpace(model)``: the trainable parameters).
+        device, dtype: where and in what precision to evaluate (default: ``x``'s).
         loss_fn: ``loss(logits, y) -> mean``; cross-entropy by default.
         bn_data: inputs to recompute BatchNorm statistics with at every point (see
             :func:`bn_batches`), or ``None`` to keep the module's statistics.
@@ -177,9 +183,12 @@ class SubspaceEvaluator:
     def __init__(
         self,
         model: nn.Module,
-        x: Tensor,
-        y: Tensor,
+        x: Tensor | Batches,
+        y: Tensor | None = None,
         *,
+        space: ParamSpace | None = None,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
         loss_fn: LossFn | None = None,
         bn_data: Any = None,
         memory_budget_mb: float = 512,
@@ -189,28 +198,47 @@ class SubspaceEvaluator:
         if memory_budget_mb <= 0:
             raise ValueError(f"memory_budget_mb must be positive, got {memory_budget_mb}")
         self.model = model
-        self.space = ParamSpace(model)
-        self.x, self.y = x, y
+        self.space = space or ParamSpace(model)
+        self.source = x if isinstance(x, Batches) else Batches((x, y))
+        # A small sample of the first batch, for shapes and memory estimates.
+        first_batch = self.source.first()
+        self.first_size = first_batch.size
+        self.sample = first_batch.slice(0, 2)
+        del first_batch
+        self.device = device or self.sample.device
+        first_input = self.sample.first_input()
+        if dtype is None:
+            if first_input is not None and first_input.is_floating_point():
+                dtype = first_input.dtype
+            else:
+                dtype = next(model.parameters()).dtype
+        self.dtype = dtype
+        self.sample = self.sample.to(self.device, self.dtype)
+        self.num_samples = 0  # counted by each evaluation
         self.loss_fn = loss_fn
         self.budget = int(memory_budget_mb * 2**20)
         self.strategy = strategy
-        self.itemsize = x.element_size() if x.is_floating_point() else 4
+        self.itemsize = torch.finfo(dtype).bits // 8
         # Buffers in the compute dtype, so a float64 evaluation of a float32 BatchNorm works.
         self.buffers = {
-            name: buf.to(device=x.device, dtype=x.dtype if buf.is_floating_point() else None)
+            name: buf.to(device=self.device, dtype=dtype if buf.is_floating_point() else None)
             for name, buf in model.named_buffers()
         }
         self.bn_batches = (
             None
             if bn_data is None
             else [
-                b.to(device=x.device, dtype=x.dtype if x.is_floating_point() else None)
+                b.to(device=self.device, dtype=dtype if b.is_floating_point() else None)
                 for b in bn_batches(bn_data)
             ]
         )
         self.shortcut: InputLinearShortcut | None = None
         self.shortcut_reason = "disabled"
-        if shortcut:
+        if shortcut and not _plain_batches(self.sample, self.source.adapter):
+            self.shortcut_reason = "batches are not (x, y) tensor pairs read by the default rules"
+        elif shortcut and not self.space.spans_all:
+            self.shortcut_reason = "only some parameters span the space"
+        elif shortcut:
             self.shortcut, self.shortcut_reason = find_shortcut(model, self.space)
         self.info = EvalInfo()
         self._act_cache: dict[tuple[bool, int, bool], int] = {}
@@ -251,7 +279,6 @@ class SubspaceEvaluator:
         if n_coef == 0:  # a single point: a zero direction keeps every code path the same
             terms, coefs = terms.new_zeros(1, terms.shape[1]), coefs.new_zeros(n_points, 1)
             n_coef = 1
-        n = self.x.shape[0]
         info = EvalInfo(shortcut_reason=self.shortcut_reason)
         buffers = self.buffers
         batched = False
@@ -259,6 +286,8 @@ class SubspaceEvaluator:
             buffers = self._recompute_bn(base, terms, coefs)
             info.bn_recomputed = batched = True
 
+        # The plan is made on the first batch; each batch is then cut into blocks of samples.
+        first = self.first_size
         shortcut = self.shortcut
         if shortcut is not None:
             module, space = shortcut.stand_in(n_coef, base is not None)
@@ -268,12 +297,12 @@ class SubspaceEvaluator:
             # The precomputed maps (plus one slab of cached partial sums, see TermStack) take
             # at most a quarter of the budget.
             terms_count = n_coef + (base is not None) + 1
-            block = max(1, min(n, self.budget // 4 // max(1, terms_count * out_per_sample)))
+            block = max(1, min(first, self.budget // 4 // max(1, terms_count * out_per_sample)))
         else:
-            module, space, base_e, terms_e, block = self.model, self.space, base, terms, n
+            module, space, base_e, terms_e, block = self.model, self.space, base, terms, first
         info.shortcut = shortcut is not None
         strategy, sample_chunk, point_chunk, rows = self._plan(
-            module, space, shortcut, base, terms, min(block, n), n_points
+            module, space, shortcut, base, terms, block, n_points
         )
         info.strategy, info.sample_chunk, info.point_chunk = strategy, sample_chunk, point_chunk
         if isinstance(module, TermStack) and module.sub_chunk:
@@ -282,15 +311,16 @@ class SubspaceEvaluator:
         dtype, device = coefs.dtype, coefs.device
         total_loss = torch.zeros(n_points, dtype=dtype, device=device)
         total_acc = torch.zeros(n_points, dtype=dtype, device=device)
-        for lo in range(0, n, block):
-            hi = min(lo + block, n)
+        n = 0
+        for piece in self.source.stream(self.device, self.dtype, block):
+            count = piece.size
+            n += count
             info.sample_blocks += 1
             if shortcut is not None:
                 assert isinstance(module, TermStack)
-                module.bind(shortcut.precompute(self.x[lo:hi], base, terms))
-                inputs = torch.arange(hi - lo, device=self.x.device)
-            else:
-                inputs = self.x[lo:hi]
+                module.bind(shortcut.precompute(piece.args[0], base, terms))
+                index = torch.arange(count, device=self.device)
+                piece = Batch.read((index, piece.target), piece.adapter)
             try:
                 for first in range(0, n_points, rows):
                     sel = slice(first, min(first + rows, n_points))
@@ -299,8 +329,7 @@ class SubspaceEvaluator:
                     loss, acc = evaluate_points(
                         space,
                         thetas,
-                        inputs,
-                        self.y[lo:hi],
+                        piece,
                         buffers=chunk_buffers,
                         buffers_batched=batched,
                         loss_fn=self.loss_fn,
@@ -309,12 +338,13 @@ class SubspaceEvaluator:
                         strategy=strategy,
                     )
                     # evaluate_points gives means over the block; weight blocks by size.
-                    total_loss[sel] += loss * (hi - lo)
-                    total_acc[sel] += acc * (hi - lo)
+                    total_loss[sel] += loss * count
+                    total_acc[sel] += acc * count
             finally:
                 if isinstance(module, TermStack):
                     module.bind(None)
         self.info = info
+        self.num_samples = n
         return total_loss / n, total_acc / n
 
     def _first_layer_bytes(
@@ -322,7 +352,7 @@ class SubspaceEvaluator:
     ) -> int:
         """Bytes of one sample's first-layer output (one term)."""
         row = terms[:1] if base is None else base.unsqueeze(0)
-        out = shortcut.precompute(self.x[:1], None, row)
+        out = shortcut.precompute(self.sample.args[0][:1], None, row)
         return out[0, 0].numel() * out.element_size()
 
     def _activation_bytes(
@@ -336,21 +366,23 @@ class SubspaceEvaluator:
         """Bytes per sample of one forward pass of the evaluated module (cached)."""
         key = (shortcut is not None, terms.shape[0], base is not None)
         if key not in self._act_cache:
-            n = min(2, self.x.shape[0])
+            sample = self.sample
+            n = sample.size
             coefs = terms.new_zeros(1, terms.shape[0])
             if shortcut is not None:
                 base_e, terms_e = shortcut.lift(base, terms, terms.shape[0])
                 theta = self._points(base_e, terms_e, coefs)[0]
                 assert isinstance(module, TermStack)
-                module.bind(shortcut.precompute(self.x[:n], base, terms))
-                inputs = torch.arange(n, device=self.x.device)
+                module.bind(shortcut.precompute(sample.args[0], base, terms))
+                args: tuple[Any, ...] = (torch.arange(n, device=self.device),)
+                kwargs: dict[str, Any] = {}
             else:
                 theta = self._points(base, terms, coefs)[0]
-                inputs = self.x[:n]
+                args, kwargs = sample.args, sample.kwargs
             buffers = self.buffers if shortcut is None else map_buffers(shortcut, self.buffers)
             try:
                 self._act_cache[key] = activation_bytes_per_sample(
-                    lambda: space.forward(theta, inputs, buffers), n
+                    lambda: space.call(theta, args, kwargs, buffers), n
                 )
             finally:
                 if isinstance(module, TermStack):
@@ -380,7 +412,7 @@ class SubspaceEvaluator:
         theta_bytes = space.dim * self.itemsize
         max_rows = max(1, min(n_points, self.budget // 4 // theta_bytes))
         largest = max(1, min(block, self.budget // 2 // act))  # the biggest pass that fits
-        on_cpu = self.x.device.type == "cpu"
+        on_cpu = self.device.type == "cpu"
         strategy: Strategy = self.strategy
         if strategy == "auto":
             big = largest >= LOOP_MIN_SAMPLES and largest * act >= LOOP_MIN_PASS_BYTES
@@ -425,7 +457,7 @@ class SubspaceEvaluator:
         max_rows = max(1, min(n_points, self.budget // 4 // (self.space.dim * self.itemsize)))
         strategy = self.strategy
         if strategy == "auto":
-            on_cpu = self.x.device.type == "cpu"
+            on_cpu = self.device.type == "cpu"
             strategy = "loop" if on_cpu and biggest >= LOOP_MIN_SAMPLES else "vmap"
         per_call = 1 if strategy == "loop" else max(1, self.budget // 2 // (biggest * act))
         rows = min(max_rows, per_call) if strategy == "vmap" else max_rows
@@ -447,6 +479,20 @@ class SubspaceEvaluator:
                 target if target is not None else buf.unsqueeze(0).expand(n_points, *buf.shape)
             )
         return full
+
+
+def _plain_batches(sample: Batch, adapter: BatchAdapter) -> bool:
+    """Whether batches are ``(x, y)`` tensor pairs that the first-layer shortcut can serve."""
+    raw = sample.raw
+    return (
+        isinstance(raw, (tuple, list))
+        and len(raw) == 2
+        and all(isinstance(t, Tensor) for t in raw)
+        and adapter.inputs is None
+        and adapter.target is None
+        and adapter.loss is None
+        and adapter.size is None
+    )
 
 
 def _equal_chunks(total: int, most: int) -> int:

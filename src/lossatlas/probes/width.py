@@ -46,9 +46,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from lossatlas.data.adapter import training_data
+from lossatlas.data.batches import BatchAdapter, as_batches, resolve_adapter
 from lossatlas.evaluate import LossFn, evaluate_points
-from lossatlas.params import DirectionKind, ParamSpace
+from lossatlas.params import DirectionKind, ParamSpace, Wrt, check_point
 from lossatlas.seeding import make_generator
 
 __all__ = ["ThresholdMode", "TunnelWidth", "tunnel_width", "width_over_snapshots"]
@@ -118,6 +118,8 @@ def tunnel_width(
     tol: float = 1e-3,
     seed: int = 0,
     loss_fn: LossFn | None = None,
+    adapter: BatchAdapter | None = None,
+    wrt: Wrt = None,
     split: str = "train",
     buffers: Mapping[str, torch.Tensor] | None = None,
     keep_directions: bool = True,
@@ -145,7 +147,11 @@ def tunnel_width(
             the same raw Gaussian draws at every point (common random numbers along a
             trajectory).
         loss_fn: ``loss(logits, y) -> mean``; cross-entropy by default.
+        adapter: how batches are read and scored (:class:`~lossatlas.BatchAdapter`).
+        wrt: which parameters span the space (default the trainable ones); the directions
+            and ``params`` live in it, the others stay fixed.
         split: which split of a ``Dataset`` to use; ``(X, y)`` and loaders only have ``"train"``.
+            Data that is not in memory is streamed, batch by batch, at every evaluation.
         buffers: module buffers to evaluate with (default: the module's own).
         keep_directions: keep the ``(K, D)`` directions in the result.
         sample_chunk, point_chunk: forwarded to :func:`~lossatlas.evaluate.evaluate_points`.
@@ -153,12 +159,14 @@ def tunnel_width(
     Returns:
         a :class:`TunnelWidth`.
     """
-    space = ParamSpace(model)
-    x, y = _split_tensors(data, split)
-    point = space.flatten() if params is None else params.detach()
+    space = ParamSpace(model, wrt)
+    source = as_batches(data, resolve_adapter(adapter, loss_fn), split=split)
+    point_arg = check_point(params)
+    point = space.flatten() if point_arg is None else point_arg.detach()
     _check_search(tol, initial_step, max_distance, scan_steps, threshold_mode)
     space._check(point, batched=False)
-    x, y = x.to(point.device), y.to(point.device)
+    # In-memory tensors are moved to the point's device once; streamed data batch by batch.
+    pieces = list(source.stream(point.device, point.dtype)) if source.in_memory else None
     unit, norms, kind = _make_directions(
         space,
         point,
@@ -172,17 +180,19 @@ def tunnel_width(
     def losses_at(rows: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Loss at ``point + t_i * unit[rows_i]`` for every selected ray, in one batched call."""
         thetas = point.unsqueeze(0) + t.unsqueeze(1) * unit[rows]
-        loss, _ = evaluate_points(
-            space,
-            thetas,
-            x,
-            y,
-            buffers=buffers,
-            loss_fn=loss_fn,
-            sample_chunk=sample_chunk,
-            point_chunk=point_chunk,
-        )
-        return loss
+        total, count = thetas.new_zeros(thetas.shape[0]), 0
+        for batch in pieces if pieces is not None else source.stream(point.device, point.dtype):
+            loss, _ = evaluate_points(
+                space,
+                thetas,
+                batch,
+                buffers=buffers,
+                sample_chunk=sample_chunk,
+                point_chunk=point_chunk,
+            )
+            total += loss * batch.size
+            count += batch.size
+        return total / count
 
     base_loss = float(
         losses_at(torch.zeros(1, dtype=torch.long, device=point.device), point.new_zeros(1))[0]
@@ -282,8 +292,9 @@ def width_over_snapshots(
     if "params" in kw:
         raise TypeError("width_over_snapshots takes the points from `snapshots`, not `params`")
     kw.setdefault("keep_directions", False)
-    space = ParamSpace(model)
-    x, y = _split_tensors(data, split)
+    space = ParamSpace(model, kw.get("wrt"))
+    adapter = resolve_adapter(kw.pop("adapter", None), kw.pop("loss_fn", None))
+    source = as_batches(data, adapter, split=split)
     reference = space.flatten()  # snapshots are stored float32 on CPU; measure like the model
     rows: dict[str, list[Any]] = {
         key: []
@@ -307,7 +318,7 @@ def width_over_snapshots(
             )
         # The tensors are already resolved, so tunnel_width only re-wraps them; going through
         # it keeps one definition of the search's defaults and validation.
-        width = tunnel_width(model, (x, y), params=point, **kw)
+        width = tunnel_width(model, source, params=point, **kw)
         rows["index"].append(index)
         rows["weight_norm"].append(width.weight_norm)
         rows["width_mean"].append(width.mean)
@@ -325,13 +336,6 @@ def width_over_snapshots(
 
 
 # ---------------------------------------------------------------------------------- internals
-
-
-def _split_tensors(data: Any, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    _, _, splits = training_data(data)
-    if split not in splits:
-        raise ValueError(f"no split '{split}' in the data (available: {', '.join(splits)})")
-    return splits[split]
 
 
 def _iter_snapshots(snapshots: Any, member: int | None) -> Iterator[Any]:

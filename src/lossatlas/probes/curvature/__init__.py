@@ -18,12 +18,19 @@ models):
 
 Conventions shared by all of them:
 
-* ``data`` is an ``(X, y)`` pair of tensors, a ``DataLoader`` (read once into memory) or a
-  lossatlas ``Dataset`` (its train split).
+* ``data`` is an ``(X, y)`` pair of tensors (moved to the device once), a ``DataLoader`` or
+  other re-iterable of batches (streamed: read batch by batch at every product, one batch on
+  the device at a time) or a lossatlas ``Dataset`` (its train split). Batches are read by a
+  :class:`~lossatlas.BatchAdapter` (``adapter=``; ``(x, y)`` pairs and HuggingFace-style dicts
+  with ``labels`` need none), and ``wrt=`` chooses which parameters the Hessian is taken with
+  respect to (default the trainable ones: a frozen backbone is left out; a name or module
+  gives a per-layer Hessian).
 * The loss is the mean of ``loss_fn`` (cross-entropy by default) over the *whole* data set. It
-  is evaluated in sample chunks of ``batch_size`` to bound memory; each chunk's mean is weighted
-  by its share of the samples, so the result equals the full-batch loss (for a mean-reduced
-  ``loss_fn``) and is independent of ``batch_size``.
+  is evaluated in sample chunks of ``batch_size`` to bound memory; each chunk's contribution is
+  weighted by its number of samples, so the result equals the full-batch loss (for a
+  mean-reduced ``loss_fn``) and is independent of ``batch_size`` and of the batching.
+* :func:`hessian_eigenvalues` takes ``which="LA"`` (largest), ``"SA"`` (most negative),
+  ``"LM"`` (largest magnitude) or ``"BE"`` (both ends).
 * The model is evaluated in **eval mode**: dropout is off and BatchNorm uses its running
   statistics (passed as ``buffers``, default the module's own), so the loss is a deterministic
   function of the parameters alone. The module's own train/eval flag is restored afterwards.

@@ -11,11 +11,11 @@ import torch
 from torch import Tensor, nn
 
 from lossatlas.config import DEFAULT_THRESHOLDS
+from lossatlas.data.batches import BatchAdapter
 from lossatlas.evaluate import LossFn
-from lossatlas.params import ParamSpace
+from lossatlas.params import ParamSpace, Wrt
 from lossatlas.probes._hutch import Distribution, random_matrix
 from lossatlas.probes._lanczos import gauss_quadrature, lanczos
-from lossatlas.probes.curvature.dense import dense_hessian
 from lossatlas.probes.curvature.operator import EXACT_MAX_DIM, LANCZOS_BASIS_BYTES, HessianOperator
 from lossatlas.seeding import make_generator
 
@@ -102,9 +102,11 @@ def spectral_density(
     *,
     generator: torch.Generator,
     params: Tensor | None = None,
+    wrt: Wrt = None,
     num_probes: int = 8,
     lanczos_steps: int = 80,
     loss_fn: LossFn | None = None,
+    adapter: BatchAdapter | None = None,
     buffers: Mapping[str, Tensor] | None = None,
     batch_size: int = 4096,
     distribution: Distribution = "rademacher",
@@ -119,11 +121,19 @@ def spectral_density(
 
     Args:
         generator: the only source of randomness (same seed, same density).
+        wrt, adapter: which parameters, how batches are read (see :class:`HessianOperator`).
     """
     if num_probes < 1 or lanczos_steps < 1:
         raise ValueError("num_probes and lanczos_steps must be positive")
     op = HessianOperator(
-        model, data, params=params, loss_fn=loss_fn, buffers=buffers, batch_size=batch_size
+        model,
+        data,
+        params=params,
+        wrt=wrt,
+        loss_fn=loss_fn,
+        adapter=adapter,
+        buffers=buffers,
+        batch_size=batch_size,
     )
     return _slq(op, num_probes, lanczos_steps, generator, distribution)
 
@@ -156,9 +166,11 @@ def count_above(
     *,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     params: Tensor | None = None,
+    wrt: Wrt = None,
     method: Literal["auto", "exact", "slq"] = "auto",
     generator: torch.Generator | None = None,
     loss_fn: LossFn | None = None,
+    adapter: BatchAdapter | None = None,
     buffers: Mapping[str, Tensor] | None = None,
     batch_size: int = 4096,
     num_probes: int = 8,
@@ -169,7 +181,8 @@ def count_above(
     Fort & Jastrzebski (2019, Fig. 4) count eigenvalues above curvature thresholds such as
     0.01-0.1 without saying how. Two estimators:
 
-    * ``"exact"``: ``eigvalsh`` of :func:`dense_hessian`; ``D`` products plus ``O(D^3)``.
+    * ``"exact"``: ``eigvalsh`` of :meth:`HessianOperator.dense`; ``D`` products plus
+      ``O(D^3)``.
     * ``"slq"``: ``D x SpectralDensity.mass_above(t)`` from :func:`spectral_density` with
       ``num_probes x lanczos_steps`` products. Its Monte-Carlo error has standard deviation
       at most ``sqrt(2 count / num_probes)`` eigenvalues; the Gauss quadrature of the step
@@ -180,20 +193,30 @@ def count_above(
 
     Args:
         generator: SLQ's randomness (default: a fixed seed, so runs repeat).
+        wrt, adapter: which parameters, how batches are read (see :class:`HessianOperator`).
 
     Returns:
         ``{threshold: count}``; counts are floats (SLQ's are not integers).
     """
+    if method not in ("auto", "exact", "slq"):
+        raise ValueError(f"unknown method '{method}' (use 'auto', 'exact' or 'slq')")
     if method == "auto":
-        method = "exact" if ParamSpace(model).dim <= EXACT_MAX_DIM else "slq"
+        method = "exact" if ParamSpace(model, wrt).dim <= EXACT_MAX_DIM else "slq"
+    op = HessianOperator(
+        model,
+        data,
+        params=params,
+        wrt=wrt,
+        loss_fn=loss_fn,
+        adapter=adapter,
+        buffers=buffers,
+        batch_size=batch_size,
+        check_deterministic=method == "slq",
+    )
     if method == "exact":
-        hessian = dense_hessian(model, data, params=params, loss_fn=loss_fn, buffers=buffers)
-        eigenvalues = torch.linalg.eigvalsh(hessian)
+        eigenvalues = torch.linalg.eigvalsh(op.dense())
         return {float(t): float((eigenvalues > t).sum()) for t in thresholds}
     if method == "slq":
-        op = HessianOperator(
-            model, data, params=params, loss_fn=loss_fn, buffers=buffers, batch_size=batch_size
-        )
         generator = generator or make_generator(0, "count-above")
         density = _slq(op, num_probes, lanczos_steps, generator, "rademacher")
         return {float(t): density.count_above(t) for t in thresholds}

@@ -10,15 +10,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.sparse.linalg import LinearOperator
 from torch import Tensor, nn
-from torch.func import grad, jvp, linearize, vmap
+from torch.func import grad, jvp, linearize, vjp, vmap
 
-from lossatlas.data.adapter import train_tensors
+from lossatlas.data.batches import Batch, BatchAdapter, as_batches, resolve_adapter
 from lossatlas.errors import LossAtlasError
 from lossatlas.evaluate import LossFn
-from lossatlas.params import ParamSpace
+from lossatlas.params import ParamSpace, Wrt, check_point
 
 __all__ = ["DENSE_MAX_DIM", "EXACT_MAX_DIM", "HessianOperator", "eval_mode"]
 
@@ -104,9 +103,14 @@ class HessianOperator:
 
     Args:
         model: any ``nn.Module``; used as a stateless template (its parameters are not changed).
-        data: ``(X, y)`` tensors, a ``DataLoader`` or a lossatlas ``Dataset`` (train split).
+        data: ``(X, y)`` tensors, a ``DataLoader`` or any re-iterable of batches (streamed: read
+            batch by batch on every product, each moved to the device only while used), or a
+            lossatlas ``Dataset`` (train split).
         params: ``(D,)`` point at which the Hessian is taken; default the module's parameters.
-        loss_fn: ``loss(logits (n, C), y (n,)) -> mean``; default cross-entropy.
+        wrt: which parameters span the space (default the trainable ones; see
+            :class:`~lossatlas.ParamSpace`): a per-layer Hessian is ``wrt="layer"``.
+        loss_fn: ``loss(logits, target) -> mean``; default cross-entropy.
+        adapter: how batches are read and scored (:class:`~lossatlas.BatchAdapter`).
         buffers: name -> tensor (BatchNorm statistics); default a copy of the module's.
         batch_size: samples per chunk; bounds activation memory, not the result.
         check_deterministic: apply the operator twice to one random vector on construction and
@@ -116,13 +120,14 @@ class HessianOperator:
             own flags, e.g. to study BatchNorm with batch statistics.
         linearize: trace the primal computation once with ``torch.func.linearize`` and reuse it
             for every product (about 2x faster, memory of one full forward+backward held).
-            ``None`` decides: on when all samples fit one chunk and samples x D is at least
-            ``LINEARIZE_MIN_WORK``.
+            ``None`` decides: on when all samples are in memory in one chunk and samples x D is
+            at least ``LINEARIZE_MIN_WORK``.
 
     Attributes:
         shape: ``(D, D)``. dim: ``D``. dtype, device: those of ``params``.
         params: the ``(D,)`` point. space: its :class:`~lossatlas.ParamSpace`.
         num_samples: samples in the loss. linearized: whether the traced path is in use.
+        streamed: whether the data is read afresh on every product.
     """
 
     def __init__(
@@ -131,7 +136,9 @@ class HessianOperator:
         data: Any,
         *,
         params: Tensor | None = None,
+        wrt: Wrt = None,
         loss_fn: LossFn | None = None,
+        adapter: BatchAdapter | None = None,
         buffers: Mapping[str, Tensor] | None = None,
         batch_size: int = 4096,
         check_deterministic: bool = True,
@@ -141,16 +148,20 @@ class HessianOperator:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         _load_forward_ad()
-        self.space = ParamSpace(model)
+        self.space = ParamSpace(model, wrt)
         self.model = model
         self.eval_mode = eval_mode
-        x, y = train_tensors(data)
-        if params is None:
+        self.adapter = resolve_adapter(adapter, loss_fn)
+        self.source = as_batches(data, self.adapter)
+        self.batch_size = batch_size
+        point = check_point(params)
+        if point is None:
             theta = self.space.flatten()
-            if x.device.type != "cpu":  # data on an accelerator: follow it there
-                theta = theta.to(x.device)
+            data_device = self.source.first().device
+            if data_device.type != "cpu":  # data on an accelerator: follow it there
+                theta = theta.to(data_device)
         else:
-            theta = params.detach()
+            theta = point.detach()
             if theta.shape != (self.space.dim,):
                 raise ValueError(
                     f"params must have shape ({self.space.dim},), got {tuple(theta.shape)}"
@@ -162,9 +173,6 @@ class HessianOperator:
         self.device: torch.device = theta.device
         self.dim: int = self.space.dim
         self.shape: tuple[int, int] = (self.dim, self.dim)
-        x = x.to(self.device, dtype=self.dtype if x.is_floating_point() else None)
-        y = y.to(self.device)
-        self.num_samples = int(x.shape[0])
         source = self.space.buffers() if buffers is None else dict(buffers)
         # Floating buffers follow the parameters' dtype, so float64 params work on a float32
         # module (BatchNorm refuses mixed dtypes).
@@ -172,27 +180,37 @@ class HessianOperator:
             name: b.detach().to(self.device, dtype=self.dtype if b.is_floating_point() else None)
             for name, b in source.items()
         }
-        loss = loss_fn or F.cross_entropy
-        # Each chunk's mean loss is weighted by its share of the samples: the weighted sum is
-        # the full-data mean, whatever the chunking.
-        self._grads = [
-            self._chunk_grad(loss, x[s : s + batch_size], y[s : s + batch_size])
-            for s in range(0, self.num_samples, batch_size)
-        ]
+        # In-memory tensors are moved to the device once and kept there, in chunks; anything
+        # else is streamed, one batch at a time, on every product.
+        self.streamed = not self.source.in_memory
+        self._chunks: list[Batch] | None = None
+        if not self.streamed:
+            self._chunks = list(self.source.stream(self.device, self.dtype, batch_size))
+        self._num_samples: int | None = (
+            None if self._chunks is None else sum(c.size for c in self._chunks)
+        )
         # vmap over v: as many columns per call as keep (columns x chunk samples) bounded.
-        self._columns_per_call = max(1, MATMAT_SAMPLE_COLUMNS // min(batch_size, self.num_samples))
+        widest = batch_size if self._num_samples is None else min(batch_size, self._num_samples)
+        self._columns_per_call = max(1, MATMAT_SAMPLE_COLUMNS // widest)
         self._linear: list[Callable[[Tensor], Tensor]] | None = None
-        single_chunk = len(self._grads) == 1
+        self._reverse = False  # set when forward-over-reverse is not available (see _hvp)
+        single_chunk = self._chunks is not None and len(self._chunks) == 1
         if linearize is None:
             linearize = single_chunk and self.num_samples * self.dim >= LINEARIZE_MIN_WORK
+        if linearize and self._chunks is None:
+            raise ValueError("linearize=True needs in-memory (X, y) data, not a stream")
         reference = None
         if check_deterministic:
             probe = torch.randn(self.dim, generator=torch.Generator().manual_seed(0))
             reference = self._jvp_matvec(probe.to(self.device, self.dtype))
-        if linearize:
-            self._linear = self._linearize()
+        if linearize and not self._reverse:
+            try:
+                self._linear = self._linearize()
+            except RuntimeError as err:  # no forward-mode rule: products stay untraced
+                if "ZeroTensor" not in str(err):
+                    raise
         self.linearized = self._linear is not None
-        chunk_work = min(batch_size, self.num_samples) * self.dim
+        chunk_work = widest * self.dim
         self._vmap_columns = not (self.linearized and chunk_work >= VMAP_MAX_WORK)
         if reference is not None:
             again = self.matvec(probe)
@@ -209,24 +227,58 @@ class HessianOperator:
                     "or a deterministic loss."
                 )
 
+    @property
+    def num_samples(self) -> int:
+        """Samples in the loss (for streamed data: counted on the first pass)."""
+        if self._num_samples is None:
+            self._num_samples = self.source.num_samples()
+        return self._num_samples
+
     # ------------------------------------------------------------------ construction helpers
 
-    def _chunk_grad(self, loss: LossFn, xs: Tensor, ys: Tensor) -> Callable[[Tensor], Tensor]:
-        weight = xs.shape[0] / self.num_samples
-        space, buffers = self.space, self.buffers
+    def _iter_chunks(self) -> Iterator[Batch]:
+        """The loss's sample chunks on the device (streamed data: read now, batch by batch)."""
+        if self._chunks is not None:
+            yield from self._chunks
+            return
+        count = 0
+        for chunk in self.source.stream(self.device, self.dtype, self.batch_size):
+            count += chunk.size
+            yield chunk
+        self._num_samples = count
+
+    def _chunk_grad(self, chunk: Batch) -> Callable[[Tensor], Tensor]:
+        """``theta -> grad of (n_chunk x the chunk's mean loss)``."""
+        space, buffers, adapter = self.space, self.buffers, self.adapter
 
         def chunk_loss(theta: Tensor) -> Tensor:
-            return loss(space.forward(theta, xs, buffers), ys) * weight
+            out = space.call(theta, chunk.args, chunk.kwargs, buffers)
+            return adapter.batch_loss(out, chunk) * chunk.size
 
         return grad(chunk_loss)
+
+    def _hvp(self, g: Callable[[Tensor], Tensor], v: Tensor) -> Tensor:
+        """``d/dt g(theta + t v)``: forward-over-reverse, or reverse-over-reverse where torch
+        has no forward-mode rule for a loss's backward (``F.mse_loss`` against a target without
+        tangent fails with "ZeroTensors are immutable" in torch 2.x); ``H`` is symmetric, so
+        the vector-Jacobian product of the gradient is the same ``H v``."""
+        if not self._reverse:
+            try:
+                return jvp(g, (self.params,), (v,))[1]
+            except RuntimeError as err:
+                if "ZeroTensor" not in str(err):
+                    raise
+                self._reverse = True
+        return vjp(g, self.params)[1](v)[0]
 
     def _linearize(self) -> list[Callable[[Tensor], Tensor]]:
         traced = []
         with eval_mode(self.model, self.eval_mode), warnings.catch_warnings():
             # torch's const-folding pass warns about an internal get_attr detail; harmless.
             warnings.filterwarnings("ignore", message=".*get_attr.*", category=UserWarning)
-            for g in self._grads:
-                _, fn = linearize(g, self.params)
+            assert self._chunks is not None
+            for chunk in self._chunks:
+                _, fn = linearize(self._chunk_grad(chunk), self.params)
                 traced.append(fn)
         return traced
 
@@ -234,14 +286,15 @@ class HessianOperator:
 
     def _jvp_matvec(self, v: Tensor) -> Tensor:
         with eval_mode(self.model, self.eval_mode):
-            # Chunk contributions already carry their sample-share weights: just sum them.
-            return _sum(jvp(g, (self.params,), (v,))[1] for g in self._grads)
+            # Each chunk gives n_b H_b v; the sum over chunks over N is the full-data H v.
+            total = _sum(self._hvp(self._chunk_grad(c), v) for c in self._iter_chunks())
+        return total / self.num_samples
 
     def _matvec_impl(self, v: Tensor) -> Tensor:
         if self._linear is None:
             return self._jvp_matvec(v)
         with eval_mode(self.model, self.eval_mode):
-            return _sum(fn(v) for fn in self._linear)
+            return _sum(fn(v) for fn in self._linear) / self.num_samples
 
     def matvec(self, v: Tensor) -> Tensor:
         """``H v`` for ``v`` of shape ``(D,)`` -> ``(D,)`` (cast to the operator's dtype/device)."""
@@ -265,12 +318,48 @@ class HessianOperator:
         matrix = matrix.to(self.device, self.dtype)
         columns = matrix.shape[1]
         with torch.no_grad():
+            if self.streamed:
+                return self._streamed_matmat(matrix)
             if columns == 1 or not self._vmap_columns:
                 return torch.stack([self._matvec_impl(c) for c in matrix.T], dim=1)
             batched = vmap(self._matvec_impl, in_dims=1, out_dims=1)
             step = self._columns_per_call
             blocks = [batched(matrix[:, s : s + step]) for s in range(0, columns, step)]
         return torch.cat(blocks, dim=1)
+
+    def _streamed_matmat(self, matrix: Tensor) -> Tensor:
+        """``H V`` reading the data once: per batch, all columns (vmapped in blocks).
+
+        The batches are read outside ``vmap`` (a ``DataLoader`` draws random seeds when it
+        starts, which ``vmap`` refuses), and once per product rather than once per column.
+        """
+        step = self._columns_per_call
+        total = torch.zeros_like(matrix)
+        with eval_mode(self.model, self.eval_mode):
+            for chunk in self._iter_chunks():
+                g = self._chunk_grad(chunk)
+
+                def hvp(v: Tensor, g: Callable[[Tensor], Tensor] = g) -> Tensor:
+                    return self._hvp(g, v)
+
+                batched = vmap(hvp, in_dims=1, out_dims=1)
+                for s in range(0, matrix.shape[1], step):
+                    total[:, s : s + step] += batched(matrix[:, s : s + step])
+        return total / self.num_samples
+
+    def dense(self) -> Tensor:
+        """The ``(D, D)`` matrix ``H``, from ``D`` products with the basis vectors (symmetrised).
+
+        Raises ``ValueError`` above ``DENSE_MAX_DIM``.
+        """
+        if self.dim > DENSE_MAX_DIM:
+            raise ValueError(
+                f"refusing a dense {self.dim} x {self.dim} Hessian (> {DENSE_MAX_DIM})"
+            )
+        eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
+        step = max(1, self._columns_per_call)
+        full = torch.cat([self.matmat(eye[:, s : s + step]) for s in range(0, self.dim, step)], 1)
+        return 0.5 * (full + full.T)
 
     def __matmul__(self, other: Tensor) -> Tensor:
         return self.matvec(other) if other.dim() == 1 else self.matmat(other)
@@ -290,6 +379,6 @@ class HessianOperator:
 
     def __repr__(self) -> str:
         return (
-            f"HessianOperator(D={self.dim}, samples={self.num_samples}, dtype={self.dtype}, "
-            f"device={self.device}, linearized={self.linearized})"
+            f"HessianOperator(D={self.dim}, samples={self._num_samples}, dtype={self.dtype}, "
+            f"device={self.device}, linearized={self.linearized}, streamed={self.streamed})"
         )

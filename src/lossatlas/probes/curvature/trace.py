@@ -8,7 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lossatlas.data.batches import BatchAdapter
 from lossatlas.evaluate import LossFn
+from lossatlas.params import Wrt
 from lossatlas.probes._hutch import Distribution, hutchpp
 from lossatlas.probes.curvature.operator import HessianOperator
 
@@ -21,8 +23,10 @@ def hessian_trace(
     *,
     generator: torch.Generator,
     params: Tensor | None = None,
+    wrt: Wrt = None,
     num_matvecs: int = 60,
     loss_fn: LossFn | None = None,
+    adapter: BatchAdapter | None = None,
     buffers: Mapping[str, Tensor] | None = None,
     batch_size: int = 4096,
     distribution: Distribution = "rademacher",
@@ -37,11 +41,19 @@ def hessian_trace(
         generator: the only source of randomness (same seed, same estimate).
         num_matvecs: products to spend, at least 3.
         distribution: ``"rademacher"`` (lower variance) or ``"normal"`` probe entries.
+        wrt, adapter: which parameters, how batches are read (see :class:`HessianOperator`).
     """
     if num_matvecs < 3:
         raise ValueError(f"num_matvecs must be at least 3, got {num_matvecs}")
     op = HessianOperator(
-        model, data, params=params, loss_fn=loss_fn, buffers=buffers, batch_size=batch_size
+        model,
+        data,
+        params=params,
+        wrt=wrt,
+        loss_fn=loss_fn,
+        adapter=adapter,
+        buffers=buffers,
+        batch_size=batch_size,
     )
     if num_matvecs >= op.dim:
         return float(_exact_trace(op))

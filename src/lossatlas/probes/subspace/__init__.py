@@ -22,10 +22,15 @@ subspace of weight space, in one batched engine (``_grid.SubspaceEvaluator``):
 
 Shared conventions:
 
-* ``data`` is an ``(X, y)`` pair, a ``DataLoader`` (read once into memory) or a lossatlas
+* ``data`` is an ``(X, y)`` pair, a ``DataLoader`` or other re-iterable of batches (streamed:
+  read batch by batch at every evaluation, one batch on the device at a time), or a lossatlas
   ``Dataset``, whose ``split`` (``"train"`` by default, or ``"val"``/``"test"``) is used.
+  Batches are read by a :class:`~lossatlas.BatchAdapter` (``adapter=``): ``(x, y)`` pairs and
+  HuggingFace-style dicts with ``labels`` need none. ``wrt=`` chooses which parameters span
+  the space (default the trainable ones).
 * The loss is the mean of ``loss_fn`` (cross-entropy by default) over the whole split, in eval
-  mode. ``bn_data`` (a tensor, an ``(X,)`` tuple or a ``DataLoader``) recomputes BatchNorm
+  mode: the exact weighted sum over batches. ``accuracy`` is ``None`` when the data has none.
+  ``bn_data`` (a tensor, an ``(X,)`` tuple or a ``DataLoader``) recomputes BatchNorm
   running statistics at every point first (see below); by default the module's own are used.
 * The center's (or the points') dtype and device decide where and in what precision the work
   runs: float32 by default, float64 when the model is float64. If no center is given and ``X``

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lossatlas.data.adapter import training_data
+from lossatlas.data.batches import BatchAdapter, Batches, as_batches, resolve_adapter
 from lossatlas.evaluate import LossFn, Strategy
-from lossatlas.params import ParamSpace
+from lossatlas.params import ParamSpace, Wrt
 from lossatlas.probes._grid import SubspaceEvaluator
 
 __all__ = ["Setup", "as_rows", "make_evaluator", "resolve_setup", "to_numpy"]
@@ -23,28 +23,35 @@ def to_numpy(t: Tensor) -> np.ndarray:
 
 @dataclass
 class Setup:
+    """The parameter space, the data source (read batch by batch) and the compute device/dtype."""
+
     space: ParamSpace
-    x: Tensor
-    y: Tensor
+    source: Batches
     dtype: torch.dtype
     device: torch.device
 
 
-def resolve_setup(model: nn.Module, data: Any, split: str, like: Tensor | None) -> Setup:
+def resolve_setup(
+    model: nn.Module,
+    data: Any,
+    split: str,
+    like: Tensor | None,
+    *,
+    wrt: Wrt = None,
+    adapter: BatchAdapter | None = None,
+    loss_fn: LossFn | None = None,
+) -> Setup:
     """Resolve ``data``'s split and the compute device/dtype (``like``'s, else the model's)."""
-    _, _, splits = training_data(data)
-    if split not in splits:
-        raise ValueError(f"no split '{split}' in the data (available: {', '.join(splits)})")
-    x, y = splits[split]
-    space = ParamSpace(model)
+    source = as_batches(data, resolve_adapter(adapter, loss_fn), split=split)
+    space = ParamSpace(model, wrt)
     if like is None:
         first = next(model.parameters())
-        device = x.device if x.device.type != "cpu" else first.device
+        data_device = source.first().device
+        device = data_device if data_device.type != "cpu" else first.device
         dtype = first.dtype
     else:
         device, dtype = like.device, like.dtype
-    x = x.to(device=device, dtype=dtype if x.is_floating_point() else None)
-    return Setup(space, x, y.to(device), dtype, device)
+    return Setup(space, source, dtype, device)
 
 
 def make_evaluator(
@@ -59,8 +66,10 @@ def make_evaluator(
 ) -> SubspaceEvaluator:
     return SubspaceEvaluator(
         model,
-        setup.x,
-        setup.y,
+        setup.source,
+        space=setup.space,
+        device=setup.device,
+        dtype=setup.dtype,
         loss_fn=loss_fn,
         bn_data=bn_data,
         memory_budget_mb=memory_budget_mb,

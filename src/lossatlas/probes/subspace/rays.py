@@ -10,7 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lossatlas.data.batches import BatchAdapter
 from lossatlas.evaluate import LossFn, Strategy
+from lossatlas.params import Wrt
 from lossatlas.probes.subspace._setup import as_rows, make_evaluator, resolve_setup, to_numpy
 
 __all__ = ["Rays", "rays"]
@@ -33,7 +35,7 @@ class Rays:
     directions: Tensor
     alphas: Tensor
     loss: Tensor
-    accuracy: Tensor
+    accuracy: Tensor | None
     origin: Tensor | None
     radial: bool
     meta: dict[str, Any] = field(default_factory=dict)
@@ -48,8 +50,9 @@ class Rays:
             "directions": to_numpy(self.directions),
             "alphas": to_numpy(self.alphas),
             "loss": to_numpy(self.loss),
-            "accuracy": to_numpy(self.accuracy),
         }
+        if self.accuracy is not None:
+            arrays["accuracy"] = to_numpy(self.accuracy)
         if self.origin is not None:
             arrays["origin"] = to_numpy(self.origin)
         return arrays
@@ -64,6 +67,8 @@ def rays(
     origin: Tensor | None = None,
     radial: bool = False,
     loss_fn: LossFn | None = None,
+    adapter: BatchAdapter | None = None,
+    wrt: Wrt = None,
     bn_data: Any = None,
     memory_budget_mb: float = 512,
     split: str = "train",
@@ -89,7 +94,7 @@ def rays(
     if radial and origin is not None:
         raise ValueError("radial rays scale the points themselves; origin must be None")
     like = directions if radial else origin
-    setup = resolve_setup(model, data, split, like)
+    setup = resolve_setup(model, data, split, like, wrt=wrt, adapter=adapter, loss_fn=loss_fn)
     space = setup.space
     dirs = as_rows(directions, space.dim, "directions").to(device=setup.device, dtype=setup.dtype)
     start = None
@@ -114,6 +119,7 @@ def rays(
         losses.append(loss)
         accs.append(acc)
         seconds += evaluator.info.seconds
-    meta = {"split": split, "n_samples": int(setup.x.shape[0]), **evaluator.info.as_meta()}
+    meta = {"split": split, "n_samples": evaluator.num_samples, **evaluator.info.as_meta()}
     meta["seconds"] = seconds
-    return Rays(dirs, a, torch.stack(losses), torch.stack(accs), start, radial, meta)
+    accuracy = torch.stack(accs) if evaluator.sample.scored else None
+    return Rays(dirs, a, torch.stack(losses), accuracy, start, radial, meta)

@@ -11,7 +11,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lossatlas.data.batches import BatchAdapter
 from lossatlas.evaluate import LossFn, Strategy
+from lossatlas.params import Wrt
 from lossatlas.probes.subspace._setup import make_evaluator, resolve_setup, to_numpy
 from lossatlas.seeding import make_generator
 
@@ -38,7 +40,7 @@ class SimplexSurface:
     vertices: Tensor
     weights: Tensor
     loss: Tensor
-    accuracy: Tensor
+    accuracy: Tensor | None
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -51,12 +53,14 @@ class SimplexSurface:
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """``vertices``, ``weights``, ``loss``, ``accuracy`` as numpy arrays."""
-        return {
+        arrays = {
             "vertices": to_numpy(self.vertices),
             "weights": to_numpy(self.weights),
             "loss": to_numpy(self.loss),
-            "accuracy": to_numpy(self.accuracy),
         }
+        if self.accuracy is not None:
+            arrays["accuracy"] = to_numpy(self.accuracy)
+        return arrays
 
 
 def simplex_weights(m: int, resolution: int) -> Tensor:
@@ -108,6 +112,8 @@ def evaluate_simplex(
     weights: Tensor,
     *,
     loss_fn: LossFn | None = None,
+    adapter: BatchAdapter | None = None,
+    wrt: Wrt = None,
     bn_data: Any = None,
     memory_budget_mb: float = 512,
     split: str = "train",
@@ -128,7 +134,7 @@ def evaluate_simplex(
     w = weights.detach().to(verts)
     if w.dim() != 2 or w.shape[1] != verts.shape[0]:
         raise ValueError(f"weights must be (P, {verts.shape[0]}), got {tuple(weights.shape)}")
-    setup = resolve_setup(model, data, split, verts)
+    setup = resolve_setup(model, data, split, verts, wrt=wrt, adapter=adapter, loss_fn=loss_fn)
     setup.space._check(verts)
     evaluator = make_evaluator(
         model,
@@ -141,8 +147,8 @@ def evaluate_simplex(
     )
     # No base: sum_i w_i v_i, so a vertex is reproduced bit for bit.
     loss, acc = evaluator.evaluate(None, verts, w)
-    meta = {"split": split, "n_samples": int(setup.x.shape[0]), **evaluator.info.as_meta()}
-    return SimplexSurface(verts, w, loss, acc, meta)
+    meta = {"split": split, "n_samples": evaluator.num_samples, **evaluator.info.as_meta()}
+    return SimplexSurface(verts, w, loss, acc if evaluator.sample.scored else None, meta)
 
 
 def simplex_grid(
@@ -152,6 +158,8 @@ def simplex_grid(
     *,
     resolution: int = 10,
     loss_fn: LossFn | None = None,
+    adapter: BatchAdapter | None = None,
+    wrt: Wrt = None,
     bn_data: Any = None,
     memory_budget_mb: float = 512,
     split: str = "train",
@@ -173,6 +181,8 @@ def simplex_grid(
         vertices,
         weights,
         loss_fn=loss_fn,
+        adapter=adapter,
+        wrt=wrt,
         bn_data=bn_data,
         memory_budget_mb=memory_budget_mb,
         split=split,

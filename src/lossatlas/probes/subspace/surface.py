@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lossatlas.data.batches import BatchAdapter
 from lossatlas.evaluate import LossFn, Strategy
-from lossatlas.params import ParamSpace
+from lossatlas.params import ParamSpace, Wrt
 from lossatlas.probes.subspace._setup import as_rows, make_evaluator, resolve_setup, to_numpy
 from lossatlas.seeding import make_generator
 
@@ -37,7 +38,8 @@ class Surface:
         coords: one ``(steps_k,)`` grid of coordinates per axis.
         loss: ``(steps_0,)`` for a line, ``(steps_0, steps_1)`` for a plane (N-D in general),
             indexed ``[i, j] = (coords[0][i], coords[1][j])``.
-        accuracy: same shape as ``loss``.
+        accuracy: same shape as ``loss``; ``None`` when the data has no accuracy (a
+            regression target, or ``BatchAdapter(accuracy=None)``).
         center: ``(D,)`` the point at coordinates 0.
         directions: ``(n_axes, D)``.
         kind: where the directions came from: ``"filter"``, ``"gaussian"``, ``"points"``
@@ -48,7 +50,7 @@ class Surface:
 
     coords: tuple[Tensor, ...]
     loss: Tensor
-    accuracy: Tensor
+    accuracy: Tensor | None
     center: Tensor
     directions: Tensor
     kind: str
@@ -78,10 +80,11 @@ class Surface:
         arrays = {f"coords_{k}": to_numpy(c) for k, c in enumerate(self.coords)}
         arrays.update(
             loss=to_numpy(self.loss),
-            accuracy=to_numpy(self.accuracy),
             center=to_numpy(self.center),
             directions=to_numpy(self.directions),
         )
+        if self.accuracy is not None:
+            arrays["accuracy"] = to_numpy(self.accuracy)
         arrays.update({k: to_numpy(v) for k, v in self.meta.items() if isinstance(v, Tensor)})
         return arrays
 
@@ -132,6 +135,8 @@ def surface(
     dims: int | None = None,
     seed: int = 0,
     loss_fn: LossFn | None = None,
+    adapter: BatchAdapter | None = None,
+    wrt: Wrt = None,
     bn_data: Any = None,
     memory_budget_mb: float = 512,
     split: str = "train",
@@ -156,6 +161,10 @@ def surface(
         dims: number of random directions (default 2); ignored for given directions.
         seed: seed of the random directions.
         loss_fn: ``loss(logits, y) -> mean``; cross-entropy by default.
+        adapter: how batches are read, the model called and its output scored (a
+            :class:`~lossatlas.BatchAdapter`; dict batches and ``logits`` outputs need none).
+        wrt: which parameters span the space (default the trainable ones; e.g. ``"fc"`` for a
+            surface over one layer); ``center`` and ``directions`` then live in that space.
         bn_data: batches to recompute BatchNorm statistics with at every point.
         memory_budget_mb: bound on working memory per chunk.
         split: which split of a ``Dataset`` (``"train"``, ``"val"``, ``"test"``).
@@ -172,7 +181,7 @@ def surface(
         A :class:`Surface` with ``loss`` of shape ``(steps,) * n_axes`` (the first axis cut to
         ``stop - start`` with ``rows``).
     """
-    setup = resolve_setup(model, data, split, center)
+    setup = resolve_setup(model, data, split, center, wrt=wrt, adapter=adapter, loss_fn=loss_fn)
     if center is None:
         center = setup.space.flatten().to(device=setup.device, dtype=setup.dtype)
     center = center.detach()
@@ -196,14 +205,13 @@ def surface(
         "steps": list(shape),
         "seed": seed,
         "split": split,
-        "n_samples": int(setup.x.shape[0]),
+        "n_samples": evaluator.num_samples,
         **evaluator.info.as_meta(),
     }
     if rows is not None:
         meta["rows"] = [int(rows[0]), int(rows[1])]
-    return Surface(
-        coords, loss.reshape(shape), acc.reshape(shape), center, dirs, kind or label, meta
-    )
+    accuracy = acc.reshape(shape) if evaluator.sample.scored else None
+    return Surface(coords, loss.reshape(shape), accuracy, center, dirs, kind or label, meta)
 
 
 def surface_directions(
@@ -213,6 +221,7 @@ def surface_directions(
     *,
     dims: int | None = None,
     seed: int = 0,
+    wrt: Wrt = None,
 ) -> tuple[Tensor, str]:
     """The directions :func:`surface` spans its grid with, and their default label.
 
@@ -230,12 +239,13 @@ def surface_directions(
         dims: number of random directions (default 2); ignored for given directions.
         seed: seed of the random directions (drawn on the CPU from
             ``make_generator(seed, "surface", "directions")``).
+        wrt: which parameters span the space, as for :func:`surface` (only with a module).
 
     Returns:
         ``(dirs (n_axes, D), label)``: ``label`` is ``directions`` for random ones, else
         ``"given"``.
     """
-    space = model if isinstance(model, ParamSpace) else ParamSpace(model)
+    space = model if isinstance(model, ParamSpace) else ParamSpace(model, wrt)
     center = center.detach()
     space._check(center, batched=False)
     if not isinstance(directions, str):
@@ -341,6 +351,8 @@ def surface_through(
     steps: int | Sequence[int] = 51,
     offset: Tensor | None = None,
     loss_fn: LossFn | None = None,
+    adapter: BatchAdapter | None = None,
+    wrt: Wrt = None,
     bn_data: Any = None,
     memory_budget_mb: float = 512,
     split: str = "train",
@@ -363,7 +375,7 @@ def surface_through(
         of the three points (use them as marks in a contour plot).
     """
     origin, basis, coords = plane_through(points)
-    setup = resolve_setup(model, data, split, origin)
+    setup = resolve_setup(model, data, split, origin, wrt=wrt, adapter=adapter, loss_fn=loss_fn)
     center = origin if offset is None else origin + offset.detach().to(origin)
     lo, hi = coords.min(dim=0).values, coords.max(dim=0).values
     pad = margin * (hi - lo)
@@ -385,9 +397,10 @@ def surface_through(
         "steps": list(shape),
         "margin": margin,
         "split": split,
-        "n_samples": int(setup.x.shape[0]),
+        "n_samples": evaluator.num_samples,
         "point_coords": coords,
         "offset": offset is not None,
         **evaluator.info.as_meta(),
     }
-    return Surface(grid, loss.reshape(shape), acc.reshape(shape), center, basis, "points", meta)
+    accuracy = acc.reshape(shape) if evaluator.sample.scored else None
+    return Surface(grid, loss.reshape(shape), accuracy, center, basis, "points", meta)

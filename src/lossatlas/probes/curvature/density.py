@@ -15,7 +15,7 @@ from lossatlas.evaluate import LossFn
 from lossatlas.params import ParamSpace
 from lossatlas.probes._hutch import Distribution, random_matrix
 from lossatlas.probes._lanczos import gauss_quadrature, lanczos
-from lossatlas.probes.curvature.dense import dense_hessian
+from lossatlas.probes.curvature.dense import hessian_spectrum
 from lossatlas.probes.curvature.operator import EXACT_MAX_DIM, LANCZOS_BASIS_BYTES, HessianOperator
 from lossatlas.seeding import make_generator
 
@@ -169,7 +169,8 @@ def count_above(
     Fort & Jastrzebski (2019, Fig. 4) count eigenvalues above curvature thresholds such as
     0.01-0.1 without saying how. Two estimators:
 
-    * ``"exact"``: ``eigvalsh`` of :func:`dense_hessian`; ``D`` products plus ``O(D^3)``.
+    * ``"exact"``: :func:`hessian_spectrum` (float64 ``eigvalsh`` of :func:`dense_hessian`);
+      ``D`` products plus ``O(D^3)``.
     * ``"slq"``: ``D x SpectralDensity.mass_above(t)`` from :func:`spectral_density` with
       ``num_probes x lanczos_steps`` products. Its Monte-Carlo error has standard deviation
       at most ``sqrt(2 count / num_probes)`` eigenvalues; the Gauss quadrature of the step
@@ -187,8 +188,9 @@ def count_above(
     if method == "auto":
         method = "exact" if ParamSpace(model).dim <= EXACT_MAX_DIM else "slq"
     if method == "exact":
-        hessian = dense_hessian(model, data, params=params, loss_fn=loss_fn, buffers=buffers)
-        eigenvalues = torch.linalg.eigvalsh(hessian)
+        eigenvalues = hessian_spectrum(
+            model, data, params=params, loss_fn=loss_fn, buffers=buffers
+        )
         return {float(t): float((eigenvalues > t).sum()) for t in thresholds}
     if method == "slq":
         op = HessianOperator(

@@ -1,0 +1,143 @@
+"""The full Hessian spectrum: lossatlas ``hessian_spectrum`` against the dense autograd reference.
+
+Setup (issue 12): ``cnn1d`` members of growing width on 512 MNIST-1D train samples, float32,
+at their seeded initialisation, CPU.
+
+* lossatlas: ``hessian_spectrum(model, (X, y))``: ``D`` forward-over-reverse products (traced
+  once with ``torch.func.linearize``), symmetrised, float64 ``eigvalsh``.
+* Reference: ``torch.autograd.functional.hessian`` of the same loss (``D`` double-backward
+  passes) followed by float64 ``eigvalsh``; run only up to ``--reference-max-dim``.
+
+Prints, per ``D``: both wall times, their ratio, the largest eigenvalue difference, the time of
+one HVP, and the process's peak RSS; then the log-log slopes of time against ``D``, and the
+largest ``D`` this path affords within ``--budget-s`` seconds and ``--budget-gb`` of memory
+(extrapolated along the measured slope; memory is the ``D x D`` matrix plus its float64
+copy). Saves ``benchmarks/spectrum.png``.
+
+    python benchmarks/spectrum.py [--widths 4 8 12 16 24] [--reference-max-dim 2500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import torch
+import torch.nn.functional as F
+
+from _scaling import HERE, load, loglog_slope, save_curves, table
+from lossatlas.config import DataConfig, ModelConfig
+from lossatlas.data import load_dataset
+from lossatlas.models import build_model
+from lossatlas.params import ParamSpace
+from lossatlas.probes.curvature import HessianOperator, hessian_spectrum
+
+SAMPLES, SEED, GOAL = 512, 0, 5.0
+
+
+def reference_spectrum(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    space = ParamSpace(model)
+
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(space.forward(theta, x), y)
+
+    hessian = torch.autograd.functional.hessian(loss, space.flatten())
+    return torch.linalg.eigvalsh(hessian.double())
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--widths", type=int, nargs="+", default=[4, 8, 12, 16, 24])
+    parser.add_argument("--reference-max-dim", type=int, default=2500)
+    parser.add_argument("--budget-s", type=float, default=300.0)
+    parser.add_argument("--budget-gb", type=float, default=4.0)
+    args = parser.parse_args()
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {load()}")
+    data = load_dataset(DataConfig())
+    x, y = data.x_train[:SAMPLES], data.y_train[:SAMPLES]
+    rows, dims, ours_t, ref_t, hvp_t = [], [], [], [], []
+    ratio_at = None
+    for width in sorted(args.widths):
+        model = build_model(ModelConfig(name="cnn1d", width=width), (40,), 10, seed=SEED).eval()
+        dim = ParamSpace(model).dim
+        op = HessianOperator(model, (x, y), check_deterministic=False)
+        v = torch.randn(dim, generator=torch.Generator().manual_seed(SEED))
+        op.matvec(v)
+        start = time.perf_counter()
+        for _ in range(5):
+            op.matvec(v)
+        hvp = (time.perf_counter() - start) / 5
+        start = time.perf_counter()
+        ours = hessian_spectrum(model, (x, y))
+        ours_s = time.perf_counter() - start
+        ref_s, gap = float("nan"), float("nan")
+        if dim <= args.reference_max_dim:
+            start = time.perf_counter()
+            ref = reference_spectrum(model, x, y)
+            ref_s = time.perf_counter() - start
+            gap = float((ours - ref).abs().max())
+            ref_t.append(ref_s)
+            ratio_at = (dim, ref_s / ours_s)
+        dims.append(dim)
+        ours_t.append(ours_s)
+        hvp_t.append(hvp)
+        rows.append(
+            [
+                width,
+                f"{dim:,}",
+                f"{ours_s:.2f}",
+                f"{ref_s:.2f}",
+                f"{ref_s / ours_s:.2f}x",
+                f"{gap:.1e}",
+                f"{hvp * 1e3:.2f}",
+                f"{peak_rss_gb():.2f}",
+            ]
+        )
+        print(f"  width {width}: D={dim}, ours {ours_s:.2f} s, reference {ref_s:.2f} s", flush=True)
+    print(
+        table(
+            ["width", "D", "ours s", "reference s", "ratio", "max |dλ|", "HVP ms", "peak RSS GB"],
+            rows,
+        )
+    )
+    slope = loglog_slope(dims, ours_t)
+    hvp_slope = loglog_slope(dims, hvp_t)
+    print(f"slope of our time against D: {slope:.2f}; of one HVP: {hvp_slope:.2f}")
+    if len(ref_t) > 1:
+        print(
+            "slope of the reference's time against D: "
+            f"{loglog_slope(dims[: len(ref_t)], ref_t):.2f}"
+        )
+    # Affordable: time extrapolated along the measured slope from the largest D, and memory of
+    # the float32 matrix, its symmetrised copy and the float64 copy eigvalsh works on.
+    by_time = dims[-1] * (args.budget_s / ours_t[-1]) ** (1 / slope)
+    by_memory = (args.budget_gb * 2**30 / (4 + 4 + 8)) ** 0.5
+    print(
+        f"largest D affordable with this path: {min(by_time, by_memory):,.0f} "
+        f"(time: {by_time:,.0f} within {args.budget_s:.0f} s; memory: {by_memory:,.0f} within "
+        f"{args.budget_gb:g} GB)"
+    )
+    if ratio_at is not None:
+        dim, ratio = ratio_at
+        verdict = "MEETS" if ratio >= GOAL else "MISSES"
+        print(
+            f"{verdict} goal: {ratio:.2f}x the dense autograd reference at D={dim:,} "
+            f"(goal >= {GOAL:g}x)"
+        )
+    curves = {"hessian_spectrum (ours)": (dims, ours_t), "one HVP": (dims, hvp_t)}
+    if ref_t:
+        curves["autograd.functional.hessian + eigvalsh"] = (dims[: len(ref_t)], ref_t)
+    path = save_curves(
+        HERE / "spectrum.png", f"Full Hessian spectrum, cnn1d, {SAMPLES} samples", "D", curves
+    )
+    print(f"saved {path.name}; {load()}")
+
+
+if __name__ == "__main__":
+    main()

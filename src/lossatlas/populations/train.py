@@ -303,7 +303,11 @@ def fit_members(
     schedule = make_schedule(plan.schedule, steps_per_epoch, plan.epochs)
     optimizer = make_optimizer(plan.optimizer, nesterov=plan.nesterov, beta2=plan.beta2)
     state = optimizer.init_state(params)
-    step_fn = _step_function(space, loss_fn, plan.compile, engine)
+    program = _stacked_program(space, loss_fn, plan.compile, engine)
+    if program is None:
+        step_fn = _vectorised_step(space, loss_fn, compile=plan.compile)
+    else:
+        step_fn = lambda params, buffers, xb, yb: program.step(params, xb, yb)  # noqa: E731
     active = torch.ones(members, 1, dtype=torch.bool, device=params.device)
     done = torch.zeros(members, 1, dtype=torch.bool, device=params.device)
     stopped_at = torch.full((members,), -1, dtype=torch.int64)
@@ -315,7 +319,13 @@ def fit_members(
     snapshot_steps: list[int] = []
 
     def record(epoch: int) -> dict[str, torch.Tensor]:
-        metrics = _evaluate(space, params, buffers, eval_splits, loss_fn, plan.eval_batch_size)
+        if program is None:
+            metrics = _evaluate(space, params, buffers, eval_splits, loss_fn, plan.eval_batch_size)
+        else:  # all members in one batched pass per chunk (the model has no buffers)
+            metrics = {}
+            for split, (x, y) in eval_splits.items():
+                loss, acc = program.evaluate(params, x, y, plan.eval_batch_size)
+                metrics[f"{split}_loss"], metrics[f"{split}_acc"] = loss, acc
         if "train_loss" in metrics:  # a point that evaluates to NaN has diverged too
             active.mul_(torch.isfinite(metrics["train_loss"]).reshape(-1, 1))
         # A diverged member is frozen; its later metrics are NaN rather than stale numbers.
@@ -407,21 +417,20 @@ def fit_members(
 # --------------------------------------------------------------------------- helpers
 
 
-def _step_function(
+def _stacked_program(
     space: ParamSpace, loss_fn: LossFn | None, compile: bool, engine: Engine
-) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-    """``step(params, buffers, xb, yb) -> (losses (K,), grads (K, D))`` for ``engine``."""
+) -> StackedProgram | None:
+    """The stacked program ``engine`` asks for, or ``None`` for the vmap path."""
     if engine not in ("auto", "stacked", "vmap"):
         raise ValueError(f"unknown engine '{engine}' (use auto, stacked or vmap)")
-    if engine != "vmap" and not (compile and engine == "auto"):
-        try:
-            program = StackedProgram(space, loss_fn)
-        except NotTraceable as reason:
-            if engine == "stacked":
-                raise ValueError(f"engine 'stacked' cannot run this model: {reason}") from None
-        else:
-            return lambda params, buffers, xb, yb: program.step(params, xb, yb)
-    return _vectorised_step(space, loss_fn, compile=compile)
+    if engine == "vmap" or (compile and engine == "auto"):
+        return None
+    try:
+        return StackedProgram(space, loss_fn)
+    except NotTraceable as reason:
+        if engine == "stacked":
+            raise ValueError(f"engine 'stacked' cannot run this model: {reason}") from None
+        return None
 
 
 def _vectorised_step(

@@ -64,7 +64,7 @@ class StackedProgram:
             self._grads = torch.empty_like(params)
         grads = self._grads
         with torch.no_grad():
-            logits, saved = self.forward(params, xb)
+            logits, saved = self.forward(params, xb.to(params.dtype))
         losses, grad = self._loss_grad(logits, yb)
         with torch.no_grad():
             for i in range(len(self.ops) - 1, self._first - 1, -1):
@@ -72,6 +72,29 @@ class StackedProgram:
                     grad, saved[i], params, grads, need_input=i > self._first
                 )
         return losses, grads
+
+    def evaluate(self, params: Tensor, x: Tensor, y: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
+        """Mean loss and accuracy ``(K,)`` of every member on all of ``(x (N, ...), y (N,))``.
+
+        Every member sees the same samples, ``chunk`` at a time: one batched forward pass per
+        chunk for all members, instead of one pass per member.
+        """
+        members = params.shape[0]
+        loss_sum = params.new_zeros(members)
+        correct = params.new_zeros(members)
+        with torch.no_grad():
+            for start in range(0, x.shape[0], chunk):
+                xs, ys = x[start : start + chunk], y[start : start + chunk]
+                xs = xs.to(params.dtype).unsqueeze(0).expand(members, *xs.shape)
+                logits, _ = self.forward(params, xs)
+                yk = ys.unsqueeze(0).expand(members, -1)
+                if self.loss_fn is None:
+                    target = logits.gather(-1, yk.unsqueeze(-1)).squeeze(-1)
+                    loss_sum += (torch.logsumexp(logits, dim=-1) - target).sum(dim=1)
+                else:
+                    loss_sum += vmap(self.loss_fn)(logits, yk) * ys.shape[0]
+                correct += (logits.argmax(dim=-1) == yk).sum(dim=1)
+        return loss_sum / x.shape[0], correct / x.shape[0]
 
     def _loss_grad(self, logits: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
         if self.loss_fn is not None:

@@ -17,6 +17,11 @@ __all__ = ["StackedProgram"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
+# Evaluation keeps members x samples per chunk at most this: activations then stay in cache.
+# On 2 CPU cores, 16 members: 512 samples per chunk evaluated the MLP 40-100-100-10 1.9x and
+# cnn1d 2.3x faster than 2048 (smaller chunks were slower again, dispatch-bound).
+EVAL_ROWS = 8192
+
 
 class StackedProgram:
     """K members of one traced model, evaluated and differentiated together.
@@ -76,10 +81,12 @@ class StackedProgram:
     def evaluate(self, params: Tensor, x: Tensor, y: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
         """Mean loss and accuracy ``(K,)`` of every member on all of ``(x (N, ...), y (N,))``.
 
-        Every member sees the same samples, ``chunk`` at a time: one batched forward pass per
-        chunk for all members, instead of one pass per member.
+        Every member sees the same samples, ``chunk`` at a time (fewer when members x chunk
+        exceeds ``EVAL_ROWS``): one batched forward pass per chunk for all members, instead of
+        one pass per member.
         """
         members = params.shape[0]
+        chunk = max(1, min(chunk, EVAL_ROWS // members))
         loss_sum = params.new_zeros(members)
         correct = params.new_zeros(members)
         with torch.no_grad():

@@ -93,40 +93,46 @@ class Conv1d(Op):
     padding: int = 0
     layout: str | None = "channels_last"
 
+    def _tap_major(self, params: Tensor) -> Tensor:
+        """Weights as ``(K, C_out, k * C_in)``, taps outermost: the order of the patches."""
+        members = params.shape[0]
+        c_out = self.weight.shape[0]
+        return _view(params, self.weight).transpose(2, 3).reshape(members, c_out, -1)
+
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Any]:
         members, batch, length, channels = x.shape
         c_out, _, kernel = self.weight.shape
         padded = F.pad(x, (0, 0, self.padding, self.padding)) if self.padding else x
-        windows = padded.unfold(2, kernel, self.stride)  # (K, B, L_out, C, k), a view
+        # (K, B, L_out, k, C): each window's taps in order, channels contiguous innermost, so
+        # the im2col copy moves whole channel rows.
+        windows = padded.unfold(2, kernel, self.stride).transpose(3, 4)
         l_out = windows.shape[2]
-        patches = windows.reshape(members, batch * l_out, channels * kernel)
-        w = _view(params, self.weight).view(members, c_out, channels * kernel)
+        patches = windows.reshape(members, batch * l_out, kernel * channels)
+        w = self._tap_major(params)
         if self.bias is None:
             y = torch.bmm(patches, w.transpose(1, 2))
         else:
             y = torch.baddbmm(_view(params, self.bias).unsqueeze(1), patches, w.transpose(1, 2))
-        return y.view(members, batch, l_out, c_out), (patches, padded.shape, length)
+        return y.view(members, batch, l_out, c_out), (patches, w, padded.shape, length)
 
     def backward(
         self, grad: Tensor, saved: Any, params: Tensor, grads: Tensor, need_input: bool
     ) -> Tensor | None:
-        patches, padded_shape, length = saved
+        patches, w, padded_shape, length = saved
         members, batch, l_out, c_out = grad.shape
         g = grad.reshape(members, batch * l_out, c_out)
         c_in, kernel = self.weight.shape[1], self.weight.shape[2]
-        torch.bmm(
-            g.transpose(1, 2), patches, out=_view(grads, self.weight).view(members, c_out, -1)
-        )
+        d_w = torch.bmm(g.transpose(1, 2), patches)  # (K, C_out, k * C_in), taps outermost
+        _view(grads, self.weight).copy_(d_w.view(members, c_out, kernel, c_in).transpose(2, 3))
         if self.bias is not None:
             torch.sum(g, dim=1, out=_view(grads, self.bias))
         if not need_input:
             return None
-        w = _view(params, self.weight).view(members, c_out, c_in * kernel)
-        d_patches = torch.bmm(g, w).view(members, batch, l_out, c_in, kernel)
+        d_patches = torch.bmm(g, w).view(members, batch, l_out, kernel, c_in)
         d_padded = grad.new_zeros(padded_shape)
         stop = self.stride * (l_out - 1) + 1
         for j in range(kernel):  # col2im: each kernel tap adds back where it read
-            d_padded[:, :, j : j + stop : self.stride].add_(d_patches[..., j])
+            d_padded[:, :, j : j + stop : self.stride].add_(d_patches[:, :, :, j])
         return d_padded[:, :, self.padding : self.padding + length]
 
 

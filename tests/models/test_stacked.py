@@ -103,19 +103,3 @@ def test_custom_loss_goes_through_autograd_on_the_logits() -> None:
 def test_unsupported_models_are_refused(model: nn.Module) -> None:
     with pytest.raises(NotTraceable):
         StackedProgram(ParamSpace(model))
-
-
-@pytest.mark.parametrize("name", ["mlp", "cnn1d"])
-def test_evaluate_equals_evaluate_points(name: str) -> None:
-    from lossatlas.evaluate import evaluate_points
-
-    model, inputs, classes = _models()[name]
-    space = ParamSpace(model.double())
-    g = torch.Generator().manual_seed(2)
-    params = torch.randn(3, space.dim, generator=g, dtype=torch.float64) * 0.3
-    x = torch.randn(23, inputs, generator=g, dtype=torch.float64)
-    y = torch.randint(0, classes, (23,), generator=g)
-    loss, acc = StackedProgram(space).evaluate(params, x, y, chunk=10)
-    ref_loss, ref_acc = evaluate_points(space, params, x, y)
-    torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(acc, ref_acc, rtol=0, atol=0)

@@ -285,7 +285,7 @@ def fit_members(
 
     ``engine`` chooses how a step's losses and gradients are computed. ``"stacked"``: the
     model traced into a :class:`~lossatlas.models.stacked.StackedProgram` (Linear and Conv1d
-    as batched matmuls and grouped convolutions, hand-written backward, gradients into one
+    as batched matmuls, convolutions by im2col, hand-written backward, gradients into one
     reused ``(K, D)`` buffer); it raises ``ValueError`` for a model it cannot trace.
     ``"vmap"``: ``torch.func.vmap`` over members, for any ``nn.Module`` (and
     ``plan.compile``). ``"auto"`` (default): stacked when the model traces and the plan does
@@ -319,13 +319,10 @@ def fit_members(
     snapshot_steps: list[int] = []
 
     def record(epoch: int) -> dict[str, torch.Tensor]:
-        if program is None:
-            metrics = _evaluate(space, params, buffers, eval_splits, loss_fn, plan.eval_batch_size)
-        else:  # all members in one batched pass per chunk (the model has no buffers)
-            metrics = {}
-            for split, (x, y) in eval_splits.items():
-                loss, acc = program.evaluate(params, x, y, plan.eval_batch_size)
-                metrics[f"{split}_loss"], metrics[f"{split}_acc"] = loss, acc
+        # evaluate_points, not the stacked program, for either engine: its per-member passes
+        # over whole chunks measured 1.3x (MLP) and 2.4x (cnn1d) faster on 2 CPU cores than
+        # the stacked forward over all members at once.
+        metrics = _evaluate(space, params, buffers, eval_splits, loss_fn, plan.eval_batch_size)
         if "train_loss" in metrics:  # a point that evaluates to NaN has diverged too
             active.mul_(torch.isfinite(metrics["train_loss"]).reshape(-1, 1))
         # A diverged member is frozen; its later metrics are NaN rather than stale numbers.

@@ -1,4 +1,4 @@
-"""The stacked engine: K members of a common model as batched matmuls and grouped convolutions.
+"""The stacked engine: K members of a common model as batched matmuls (convolutions as im2col).
 
 :func:`trace_ops` turns a plain chain of ``Linear`` / ``Conv1d`` / activation / ``Flatten``
 layers into ops on stacked parameters; :class:`StackedProgram` runs them forward and backward

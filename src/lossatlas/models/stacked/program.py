@@ -17,18 +17,13 @@ __all__ = ["StackedProgram"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
-# Evaluation keeps members x samples per chunk at most this: activations then stay in cache.
-# On 2 CPU cores, 16 members: 512 samples per chunk evaluated the MLP 40-100-100-10 1.9x and
-# cnn1d 2.3x faster than 2048 (smaller chunks were slower again, dispatch-bound).
-EVAL_ROWS = 8192
-
 
 class StackedProgram:
     """K members of one traced model, evaluated and differentiated together.
 
     ``step(params (K, D), xb (K, B, *input), yb (K, B)) -> (losses (K,), grads (K, D))``: the
-    forward pass runs the op chain on stacked parameters (``bmm`` for Linear, a grouped
-    convolution for Conv1d) and the backward pass is written out per op, writing every
+    forward pass runs the op chain on stacked parameters (``bmm`` for Linear, im2col +
+    ``bmm`` for Conv1d) and the backward pass is written out per op, writing every
     gradient into one ``(K, D)`` buffer that is reused across steps (read it before the next
     call). The default loss is the mean cross-entropy with its gradient in closed form; any
     other ``loss_fn(logits (B, C), y (B,)) -> scalar`` is differentiated by autograd on the
@@ -77,31 +72,6 @@ class StackedProgram:
                     grad, saved[i], params, grads, need_input=i > self._first
                 )
         return losses, grads
-
-    def evaluate(self, params: Tensor, x: Tensor, y: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
-        """Mean loss and accuracy ``(K,)`` of every member on all of ``(x (N, ...), y (N,))``.
-
-        Every member sees the same samples, ``chunk`` at a time (fewer when members x chunk
-        exceeds ``EVAL_ROWS``): one batched forward pass per chunk for all members, instead of
-        one pass per member.
-        """
-        members = params.shape[0]
-        chunk = max(1, min(chunk, EVAL_ROWS // members))
-        loss_sum = params.new_zeros(members)
-        correct = params.new_zeros(members)
-        with torch.no_grad():
-            for start in range(0, x.shape[0], chunk):
-                xs, ys = x[start : start + chunk], y[start : start + chunk]
-                xs = xs.to(params.dtype).unsqueeze(0).expand(members, *xs.shape)
-                logits, _ = self.forward(params, xs)
-                yk = ys.unsqueeze(0).expand(members, -1)
-                if self.loss_fn is None:
-                    target = logits.gather(-1, yk.unsqueeze(-1)).squeeze(-1)
-                    loss_sum += (torch.logsumexp(logits, dim=-1) - target).sum(dim=1)
-                else:
-                    loss_sum += vmap(self.loss_fn)(logits, yk) * ys.shape[0]
-                correct += (logits.argmax(dim=-1) == yk).sum(dim=1)
-        return loss_sum / x.shape[0], correct / x.shape[0]
 
     def _loss_grad(self, logits: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
         if self.loss_fn is not None:

@@ -64,6 +64,15 @@ def previous_spectrum(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) 
     return torch.linalg.eigvalsh(total.double())
 
 
+def eigvalsh_seconds(dim: int) -> float:
+    """Wall time of a float64 ``eigvalsh`` of a random symmetric ``dim x dim`` matrix."""
+    a = torch.randn(dim, dim, generator=torch.Generator().manual_seed(SEED), dtype=torch.float64)
+    a = a + a.T
+    start = time.perf_counter()
+    torch.linalg.eigvalsh(a)
+    return time.perf_counter() - start
+
+
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
@@ -78,6 +87,7 @@ def main() -> None:
         help="also time the pre-issue-12 dense path at the largest D the reference runs at",
     )
     parser.add_argument("--budget-s", type=float, default=300.0)
+    parser.add_argument("--eig-dims", type=int, nargs="*", default=[6000, 8000])
     parser.add_argument("--budget-gb", type=float, default=4.0)
     args = parser.parse_args()
 
@@ -137,14 +147,36 @@ def main() -> None:
             "slope of the reference's time against D: "
             f"{loglog_slope(dims[: len(ref_t)], ref_t):.2f}"
         )
-    # Affordable: time extrapolated along the measured slope from the largest D, and memory of
-    # the float32 matrix, its symmetrised copy and the float64 copy eigvalsh works on.
-    by_time = dims[-1] * (args.budget_s / ours_t[-1]) ** (1 / slope)
+    # Affordable: the products' part (our time less eigvalsh) and eigvalsh each extrapolated
+    # along their own measured slopes (eigvalsh also timed at --eig-dims beyond the sweep);
+    # memory: the float32 matrix, its symmetrised copy and the float64 copy eigvalsh works on.
+    eig_dims = sorted(set(dims) | set(args.eig_dims))
+    eig_t = [eigvalsh_seconds(d) for d in eig_dims]
+    print(
+        table(
+            ["D", "eigvalsh s"],
+            [[f"{d:,}", f"{t:.2f}"] for d, t in zip(eig_dims, eig_t, strict=True)],
+        )
+    )
+    eig_slope = loglog_slope(eig_dims[-3:], eig_t[-3:])
+    products = [o - eig_t[eig_dims.index(d)] for d, o in zip(dims, ours_t, strict=True)]
+    prod_slope = loglog_slope(dims, products)
+    print(f"slopes: products part {prod_slope:.2f}, eigvalsh {eig_slope:.2f} (largest three sizes)")
+
+    def predicted(dim: float) -> float:
+        return (
+            products[-1] * (dim / dims[-1]) ** prod_slope
+            + eig_t[-1] * (dim / eig_dims[-1]) ** eig_slope
+        )
+
+    by_time = dims[-1]
+    while predicted(by_time * 1.01) <= args.budget_s:
+        by_time *= 1.01
     by_memory = (args.budget_gb * 2**30 / (4 + 4 + 8)) ** 0.5
     print(
         f"largest D affordable with this path: {min(by_time, by_memory):,.0f} "
-        f"(time: {by_time:,.0f} within {args.budget_s:.0f} s; memory: {by_memory:,.0f} within "
-        f"{args.budget_gb:g} GB)"
+        f"(time: {by_time:,.0f} within {args.budget_s:.0f} s, predicted; memory: "
+        f"{by_memory:,.0f} within {args.budget_gb:g} GB)"
     )
     if args.previous and ratio_at is not None:
         dim = ratio_at[0]

@@ -188,9 +188,7 @@ def count_above(
     if method == "auto":
         method = "exact" if ParamSpace(model).dim <= EXACT_MAX_DIM else "slq"
     if method == "exact":
-        eigenvalues = hessian_spectrum(
-            model, data, params=params, loss_fn=loss_fn, buffers=buffers
-        )
+        eigenvalues = hessian_spectrum(model, data, params=params, loss_fn=loss_fn, buffers=buffers)
         return {float(t): float((eigenvalues > t).sum()) for t in thresholds}
     if method == "slq":
         op = HessianOperator(

@@ -65,9 +65,11 @@ class StackedProgram:
         grads = self._grads
         with torch.no_grad():
             logits, saved = self.forward(params, xb.to(params.dtype))
-        losses, grad = self._loss_grad(logits, yb)
+        losses, logit_grad = self._loss_grad(logits, yb)
+        grad: Tensor | None = logit_grad
         with torch.no_grad():
             for i in range(len(self.ops) - 1, self._first - 1, -1):
+                assert grad is not None  # only the first op with parameters returns None
                 grad = self.ops[i].backward(
                     grad, saved[i], params, grads, need_input=i > self._first
                 )

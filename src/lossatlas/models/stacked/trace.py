@@ -131,7 +131,7 @@ def _module_ops(module: nn.Module, path: str, param: Any) -> list[Op]:
                 param(path, "weight"),
                 param(path, "bias"),
                 stride=module.stride[0],
-                padding=module.padding[0],  # type: ignore[index]
+                padding=module.padding[0],
             )
         ]
     for kind, name in _ACTIVATIONS.items():

@@ -39,6 +39,7 @@ bench: install
 	$(PIP) -e '.[test,bench]'
 	$(BIN)/python benchmarks/population.py
 	$(BIN)/python benchmarks/curvature.py
+	$(BIN)/python benchmarks/spectrum.py
 	$(BIN)/python benchmarks/surface.py
 	$(BIN)/python benchmarks/embedding_memory.py
 	$(BIN)/python benchmarks/run.py

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+import pytest
 import torch
 from torch import nn
 
-from lossatlas.config import ScheduleConfig, TrainConfig
+from lossatlas.config import ModelConfig, ScheduleConfig, TrainConfig
+from lossatlas.models import build_model
 from lossatlas.optim import HyperParams
 from lossatlas.params import ParamSpace
 from lossatlas.populations.train import TrainPlan, fit_members, initial_points, train_population
@@ -50,9 +52,19 @@ def test_population_shapes_and_history() -> None:
     assert not torch.allclose(pop.init[0], pop.init[1])
 
 
-def test_member_in_population_matches_member_trained_alone() -> None:
+ENGINES = ["vmap", "stacked"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("kind", ["mlp", "cnn1d"])
+def test_member_in_population_matches_member_trained_alone(engine: str, kind: str) -> None:
     x, y = blobs(80, dtype=torch.float64)
-    model = tiny_mlp().double()
+    if kind == "cnn1d":
+        x = torch.cat([x, x.flip(1)], dim=1)  # 10 positions for the convolutions
+        model = build_model(ModelConfig(name="cnn1d", width=4, depth=2), (10,), 3, seed=0)
+        model = model.double()
+    else:
+        model = tiny_mlp().double()
     space = ParamSpace(model)
     plan = TrainPlan(
         epochs=3, batch_size=16, seed=7, schedule=ScheduleConfig(kind="cosine", min_factor=0.1)
@@ -68,6 +80,7 @@ def test_member_in_population_matches_member_trained_alone() -> None:
         hp=HyperParams.build(init, lr=lrs, weight_decay=1e-3),
         member_ids=torch.arange(3),
         eval_splits={"train": (x, y)},
+        engine=engine,
     )
     alone = fit_members(
         space,
@@ -78,14 +91,22 @@ def test_member_in_population_matches_member_trained_alone() -> None:
         hp=HyperParams.build(init[1:2], lr=lrs[1], weight_decay=1e-3),
         member_ids=torch.tensor([1]),
         eval_splits={"train": (x, y)},
+        engine=engine,
     )
     torch.testing.assert_close(together.params[1], alone.params[0], rtol=1e-10, atol=1e-12)
 
 
-def test_population_matches_a_plain_pytorch_loop() -> None:
-    """The functional SGD + vmap path equals nn.Module + torch.optim with the same data order."""
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("kind", ["mlp", "cnn1d"])
+def test_population_matches_a_plain_pytorch_loop(engine: str, kind: str) -> None:
+    """Each engine with functional SGD equals nn.Module + torch.optim with the same data order."""
     x, y = blobs(70, dtype=torch.float64)
-    model = tiny_mlp().double()
+    if kind == "cnn1d":
+        x = torch.cat([x, x.flip(1)], dim=1)
+        model = build_model(ModelConfig(name="cnn1d", width=4, depth=2), (10,), 3, seed=0)
+        model = model.double()
+    else:
+        model = tiny_mlp().double()
     pop = train_population(
         model,
         (x, y),
@@ -96,6 +117,7 @@ def test_population_matches_a_plain_pytorch_loop() -> None:
         momentum=0.9,
         weight_decay=1e-3,
         seed=3,
+        engine=engine,
     )
     space = ParamSpace(model)
     for k in range(2):
@@ -196,3 +218,20 @@ def test_grad_transform_keeps_members_in_a_subspace() -> None:
     moved = pop.params - init
     assert moved.norm() > 1e-3
     torch.testing.assert_close(moved @ u, torch.zeros(2, dtype=torch.float64), atol=1e-12, rtol=0)
+
+
+def test_engines_agree_and_auto_picks_stacked_only_where_it_traces() -> None:
+    x, y = blobs(64, dtype=torch.float64)
+    model = tiny_mlp().double()
+    runs = {
+        e: train_population(model, (x, y), members=2, epochs=2, batch_size=16, engine=e)
+        for e in ("auto", "stacked", "vmap")
+    }
+    assert torch.equal(runs["auto"].params, runs["stacked"].params)
+    torch.testing.assert_close(runs["stacked"].params, runs["vmap"].params, rtol=1e-10, atol=1e-12)
+    batchnorm = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    train_population(batchnorm, blobs(32), members=2, epochs=1, batch_size=16)  # auto: vmap
+    with pytest.raises(ValueError, match="engine 'stacked' cannot run this model"):
+        train_population(batchnorm, blobs(32), members=2, epochs=1, engine="stacked")
+    with pytest.raises(ValueError, match="unknown engine"):
+        train_population(model, (x, y), members=2, epochs=1, engine="jit")  # type: ignore[arg-type]

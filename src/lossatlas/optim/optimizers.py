@@ -109,13 +109,15 @@ class SGD:
         lr_factor: float,
         active: torch.Tensor,
     ) -> None:
-        if bool(hp.weight_decay.any()):  # two full-size ops saved per step without L2
-            grads = grads + hp.weight_decay * params
+        if bool(hp.weight_decay.any()):  # a full-size op saved per step without L2
+            grads = torch.addcmul(grads, hp.weight_decay, params)  # g + wd * p
         buf = state["momentum_buffer"]
         # torch starts the buffer at the first gradient; momentum * 0 + g is the same thing.
         buf.mul_(hp.momentum).add_(grads)
-        direction = grads + hp.momentum * buf if self.nesterov else buf
-        params.sub_(_frozen_zeroed(direction * (hp.lr * lr_factor), active))
+        direction = torch.addcmul(grads, hp.momentum, buf) if self.nesterov else buf
+        # One fused full-size op, p - d * lr; frozen members' rows of d are zeroed first (they
+        # may hold NaN), so every member's row takes the same arithmetic either way.
+        params.addcmul_(_frozen_zeroed(direction, active), hp.lr * lr_factor, value=-1)
 
 
 class Adam:

@@ -1,4 +1,4 @@
-"""Train K members in lock-step: one ``vmap`` over members instead of K training loops.
+"""Train K members in lock-step: one stacked or vmapped step over members instead of K loops.
 
 The loop below reads top to bottom: draw each member's batch from its own data order, take
 every member's loss and gradient in one vectorised call, update the flat ``(K, D)`` parameters
@@ -25,12 +25,14 @@ from lossatlas.config import ScheduleConfig, TrainConfig
 from lossatlas.data.adapter import Split, training_data
 from lossatlas.evaluate import LossFn, evaluate_points, member_loss_fn
 from lossatlas.models import reinitialize
+from lossatlas.models.stacked import NotTraceable, StackedProgram
 from lossatlas.optim import HyperParams, make_optimizer, make_schedule
 from lossatlas.params import ParamSpace
 from lossatlas.seeding import derive_seed, make_generator
 
 __all__ = [
     "METRICS",
+    "Engine",
     "Population",
     "SnapshotFn",
     "TrainPlan",
@@ -38,6 +40,9 @@ __all__ = [
     "initial_points",
     "train_population",
 ]
+
+Engine = Literal["auto", "stacked", "vmap"]
+"""How a step is computed: ``stacked`` (traced common models), ``vmap`` (any module), ``auto``."""
 
 SnapshotFn = Callable[[int, int, torch.Tensor], None]
 """``on_snapshot(index, step, params (K, D))``, called at every snapshot time."""
@@ -141,6 +146,7 @@ def train_population(
     on_snapshot: SnapshotFn | None = None,
     on_epoch: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
     compile: bool = False,
+    engine: Engine = "auto",
 ) -> Population:
     """Train ``members`` copies of ``model`` in lock-step with ``torch.func.vmap``.
 
@@ -166,6 +172,7 @@ def train_population(
         snapshot_every: keep the parameters every N epochs/steps (``snapshot_unit``); the
             start point is snapshot 0. Kept in memory unless ``on_snapshot`` streams them.
         compile: ``torch.compile`` the vectorised step (pays off on long runs).
+        engine: see :func:`fit_members`.
 
     Returns:
         A :class:`Population`; ``.params`` has shape ``(members, D)``.
@@ -204,6 +211,7 @@ def train_population(
         augment=augment,
         on_snapshot=callback,
         on_epoch=on_epoch,
+        engine=engine,
     )
     if kept:
         population.snapshots = torch.stack(kept, dim=1)
@@ -260,6 +268,7 @@ def fit_members(
     on_epoch: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
     grad_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     stop_when: Callable[[int, dict[str, torch.Tensor]], torch.Tensor] | None = None,
+    engine: Engine = "auto",
 ) -> Population:
     """Train the members whose start points are ``init`` (K, D). The library's one loop.
 
@@ -273,6 +282,14 @@ def fit_members(
     evaluation): a member it marks is frozen from then on (it has converged), and training ends
     early once every member is frozen or diverged; ``plan.epochs`` is then a cap. The epoch at
     which each member stopped is ``Population.stopped_at``; later history columns stay NaN.
+
+    ``engine`` chooses how a step's losses and gradients are computed. ``"stacked"``: the
+    model traced into a :class:`~lossatlas.models.stacked.StackedProgram` (Linear and Conv1d
+    as batched matmuls, convolutions by im2col, hand-written backward, gradients into one
+    reused ``(K, D)`` buffer); it raises ``ValueError`` for a model it cannot trace.
+    ``"vmap"``: ``torch.func.vmap`` over members, for any ``nn.Module`` (and
+    ``plan.compile``). ``"auto"`` (default): stacked when the model traces and the plan does
+    not compile, else vmap. Both compute the same numbers up to rounding.
     """
     params = init.clone()
     members, n_train = params.shape[0], x_train.shape[0]
@@ -286,7 +303,11 @@ def fit_members(
     schedule = make_schedule(plan.schedule, steps_per_epoch, plan.epochs)
     optimizer = make_optimizer(plan.optimizer, nesterov=plan.nesterov, beta2=plan.beta2)
     state = optimizer.init_state(params)
-    step_fn = _vectorised_step(space, loss_fn, compile=plan.compile)
+    program = _stacked_program(space, loss_fn, plan.compile, engine)
+    if program is None:
+        step_fn = _vectorised_step(space, loss_fn, compile=plan.compile)
+    else:
+        step_fn = lambda params, buffers, xb, yb: program.step(params, xb, yb)  # noqa: E731
     active = torch.ones(members, 1, dtype=torch.bool, device=params.device)
     done = torch.zeros(members, 1, dtype=torch.bool, device=params.device)
     stopped_at = torch.full((members,), -1, dtype=torch.int64)
@@ -298,6 +319,9 @@ def fit_members(
     snapshot_steps: list[int] = []
 
     def record(epoch: int) -> dict[str, torch.Tensor]:
+        # evaluate_points, not the stacked program, for either engine: its per-member passes
+        # over whole chunks measured 1.3x (MLP) and 2.4x (cnn1d) faster on 2 CPU cores than
+        # the stacked forward over all members at once.
         metrics = _evaluate(space, params, buffers, eval_splits, loss_fn, plan.eval_batch_size)
         if "train_loss" in metrics:  # a point that evaluates to NaN has diverged too
             active.mul_(torch.isfinite(metrics["train_loss"]).reshape(-1, 1))
@@ -335,7 +359,9 @@ def fit_members(
             torch.manual_seed(derive_seed(plan.seed, "dropout", int(member_ids[0]), epoch))
             for batch in range(steps_per_epoch):
                 index = orders[:, batch * plan.batch_size : (batch + 1) * plan.batch_size]
-                xb, yb = x_train[index], y_train[index]  # (K, B, *input), (K, B)
+                flat = index.reshape(-1)
+                xb = x_train.index_select(0, flat).view(*index.shape, *x_train.shape[1:])
+                yb = y_train.index_select(0, flat).view(index.shape)  # (K, B, *input), (K, B)
                 if augment is not None:
                     xb = torch.stack(
                         [
@@ -386,6 +412,22 @@ def fit_members(
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _stacked_program(
+    space: ParamSpace, loss_fn: LossFn | None, compile: bool, engine: Engine
+) -> StackedProgram | None:
+    """The stacked program ``engine`` asks for, or ``None`` for the vmap path."""
+    if engine not in ("auto", "stacked", "vmap"):
+        raise ValueError(f"unknown engine '{engine}' (use auto, stacked or vmap)")
+    if engine == "vmap" or (compile and engine == "auto"):
+        return None
+    try:
+        return StackedProgram(space, loss_fn)
+    except NotTraceable as reason:
+        if engine == "stacked":
+            raise ValueError(f"engine 'stacked' cannot run this model: {reason}") from None
+        return None
 
 
 def _vectorised_step(

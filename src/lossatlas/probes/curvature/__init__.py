@@ -41,7 +41,7 @@ Conventions shared by all of them:
 * Random draws come from an explicit ``torch.Generator``; none touches global RNG state.
 """
 
-from lossatlas.probes.curvature.dense import dense_hessian
+from lossatlas.probes.curvature.dense import dense_hessian, hessian_spectrum
 from lossatlas.probes.curvature.density import SpectralDensity, count_above, spectral_density
 from lossatlas.probes.curvature.eigen import hessian_eigenpairs, hessian_eigenvalues
 from lossatlas.probes.curvature.operator import DENSE_MAX_DIM, EXACT_MAX_DIM, HessianOperator
@@ -56,6 +56,7 @@ __all__ = [
     "dense_hessian",
     "hessian_eigenpairs",
     "hessian_eigenvalues",
+    "hessian_spectrum",
     "hessian_trace",
     "spectral_density",
 ]

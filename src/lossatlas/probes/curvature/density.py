@@ -16,6 +16,7 @@ from lossatlas.evaluate import LossFn
 from lossatlas.params import ParamSpace, Wrt
 from lossatlas.probes._hutch import Distribution, random_matrix
 from lossatlas.probes._lanczos import gauss_quadrature, lanczos
+from lossatlas.probes.curvature.dense import hessian_spectrum
 from lossatlas.probes.curvature.operator import EXACT_MAX_DIM, LANCZOS_BASIS_BYTES, HessianOperator
 from lossatlas.seeding import make_generator
 
@@ -181,7 +182,9 @@ def count_above(
     Fort & Jastrzebski (2019, Fig. 4) count eigenvalues above curvature thresholds such as
     0.01-0.1 without saying how. Two estimators:
 
-    * ``"exact"``: ``eigvalsh`` of :meth:`HessianOperator.dense`; ``D`` products plus
+    * ``"exact"``: float64 ``eigvalsh`` of the dense Hessian: :func:`hessian_spectrum`
+      (traced columns) for ``(X, y)`` tensors over the default parameters, else
+      :meth:`HessianOperator.dense` (any batch, adapter or ``wrt``); ``D`` products plus
       ``O(D^3)``.
     * ``"slq"``: ``D x SpectralDensity.mass_above(t)`` from :func:`spectral_density` with
       ``num_probes x lanczos_steps`` products. Its Monte-Carlo error has standard deviation
@@ -214,10 +217,24 @@ def count_above(
         check_deterministic=method == "slq",
     )
     if method == "exact":
-        eigenvalues = torch.linalg.eigvalsh(op.dense())
+        if adapter is None and wrt is None and _is_tensor_pair(data):
+            eigenvalues = hessian_spectrum(
+                model, data, params=params, loss_fn=loss_fn, buffers=buffers
+            )
+        else:
+            eigenvalues = torch.linalg.eigvalsh(op.dense().double())
         return {float(t): float((eigenvalues > t).sum()) for t in thresholds}
     if method == "slq":
         generator = generator or make_generator(0, "count-above")
         density = _slq(op, num_probes, lanczos_steps, generator, "rademacher")
         return {float(t): density.count_above(t) for t in thresholds}
     raise ValueError(f"unknown method '{method}' (use 'auto', 'exact' or 'slq')")
+
+
+def _is_tensor_pair(data: object) -> bool:
+    """Whether ``data`` is ``(X, y)`` tensors, the input :func:`hessian_spectrum` takes."""
+    return (
+        isinstance(data, (tuple, list))
+        and len(data) == 2
+        and all(isinstance(part, Tensor) for part in data)
+    )

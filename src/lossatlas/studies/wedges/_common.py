@@ -26,7 +26,7 @@ from lossatlas.claims import ClaimMaker
 from lossatlas.context import run_dataset, template_model
 from lossatlas.evaluate import evaluate_points
 from lossatlas.params import ParamSpace
-from lossatlas.probes.curvature import EXACT_MAX_DIM, count_above, dense_hessian
+from lossatlas.probes.curvature import EXACT_MAX_DIM, count_above, hessian_spectrum
 from lossatlas.seeding import make_generator
 from lossatlas.stages.output import StageOutput
 from lossatlas.stages.train import TRAIN_GROUP
@@ -119,8 +119,7 @@ def spectrum_part(out: str, config_json: str, point: np.ndarray, unit: str) -> S
     exact = opts.method == "exact" or (opts.method == "auto" and theta.numel() <= EXACT_MAX_DIM)
     arrays: dict[str, np.ndarray] = {}
     if exact:
-        hessian = dense_hessian(model, data, params=theta).double()
-        eigenvalues = torch.linalg.eigvalsh(hessian).cpu().numpy()
+        eigenvalues = hessian_spectrum(model, data, params=theta).cpu().numpy()
         arrays["eigenvalues"] = eigenvalues
         counts = counts_of(eigenvalues, opts.thresholds)
     else:

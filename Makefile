@@ -23,8 +23,9 @@ demo: install
 	@echo "open $(OUT)/report.html"
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/mypy
 
 # The report's browser test needs Debian's chromium; install it when we can (root + apt),
 # otherwise that one test skips with a clear reason.

@@ -230,8 +230,25 @@ def test_engines_agree_and_auto_picks_stacked_only_where_it_traces() -> None:
     assert torch.equal(runs["auto"].params, runs["stacked"].params)
     torch.testing.assert_close(runs["stacked"].params, runs["vmap"].params, rtol=1e-10, atol=1e-12)
     batchnorm = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
-    train_population(batchnorm, blobs(32), members=2, epochs=1, batch_size=16)  # auto: vmap
+    train_population(batchnorm, blobs(32), members=2, epochs=1, batch_size=16, engine="auto")
     with pytest.raises(ValueError, match="engine 'stacked' cannot run this model"):
         train_population(batchnorm, blobs(32), members=2, epochs=1, engine="stacked")
     with pytest.raises(ValueError, match="unknown engine"):
         train_population(model, (x, y), members=2, epochs=1, engine="jit")  # type: ignore[arg-type]
+
+
+def test_default_engine_does_not_depend_on_the_thread_count() -> None:
+    """Ray workers run one thread each: the default engine must give the driver's numbers."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(512, 40, generator=gen), torch.randint(0, 10, (512,), generator=gen)
+    model = nn.Sequential(nn.Linear(40, 100), nn.ReLU(), nn.Linear(100, 10))
+    before = torch.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            pop = train_population(model, (x, y), members=4, epochs=2, batch_size=64, seed=0)
+            runs.append(pop.params)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(runs[0], runs[1])

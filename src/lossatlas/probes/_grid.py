@@ -95,7 +95,7 @@ class _PeakTracker(TorchFunctionMode):
     def _release(self, key: int) -> None:
         self.current -= self.live.pop(key, 0)
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for tensor in out if isinstance(out, (tuple, list)) else (out,):
             if not isinstance(tensor, Tensor) or tensor._base is not None:
@@ -289,6 +289,7 @@ class SubspaceEvaluator:
         # The plan is made on the first batch; each batch is then cut into blocks of samples.
         first = self.first_size
         shortcut = self.shortcut
+        module: nn.Module
         if shortcut is not None:
             module, space = shortcut.stand_in(n_coef, base is not None)
             base_e, terms_e = shortcut.lift(base, terms, n_coef)

@@ -58,7 +58,8 @@ def _activation_numel(
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(count) for m in leaves]
     try:
-        with torch.no_grad():
+        # Eval mode, as the products are taken: BatchNorm cannot normalise one sample in training.
+        with eval_mode(model, True), torch.no_grad():
             space.forward(theta, x[:1], buffers)
     finally:
         for handle in handles:

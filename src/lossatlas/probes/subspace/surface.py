@@ -93,7 +93,7 @@ def _axis_ranges(span: Span, dims: int) -> list[tuple[float, float]]:
     """``span`` as one ``(lo, hi)`` per axis: a scalar ``s`` means ``(-s, s)``."""
     if isinstance(span, (int, float)):
         return [(-float(span), float(span))] * dims
-    items = list(span)
+    items: list[Any] = list(span)
     if len(items) == 2 and all(isinstance(v, (int, float)) for v in items):
         return [(float(items[0]), float(items[1]))] * dims
     if len(items) != dims:

@@ -31,6 +31,25 @@ def always_die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def die_once_marked(out: str, group: str, unit_id: str, timeout: float = 60.0) -> None:
+    """Wait until ``unit_id`` of ``group`` has its marker, then die (on every attempt).
+
+    So the other unit has surely finished when this one is lost: on a busy machine a unit that
+    dies at once can be reported lost before its sibling has even started, and the driver then
+    cancels the sibling (as it should), which is not what a test of "finished units keep their
+    markers" wants to see.
+    """
+    import time
+
+    from lossatlas.store import AtlasStore
+
+    deadline = time.monotonic() + timeout
+    store = AtlasStore.open(out, read_only=True)
+    while not store.unit_done(group, unit_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def square(value: int) -> int:
     """A trivial unit with a result."""
     return value * value

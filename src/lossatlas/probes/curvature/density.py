@@ -217,7 +217,10 @@ def count_above(
         check_deterministic=method == "slq",
     )
     if method == "exact":
-        if adapter is None and wrt is None and _is_tensor_pair(data):
+        # The traced columns of dense_hessian read (X, y) tensors over the default parameters;
+        # any other batch, adapter rule or wrt takes the operator's own dense matrix.
+        plain = op.source.in_memory and op.source.memory_batch.is_plain
+        if plain and wrt is None:
             eigenvalues = hessian_spectrum(
                 model, data, params=params, loss_fn=loss_fn, buffers=buffers
             )
@@ -229,12 +232,3 @@ def count_above(
         density = _slq(op, num_probes, lanczos_steps, generator, "rademacher")
         return {float(t): density.count_above(t) for t in thresholds}
     raise ValueError(f"unknown method '{method}' (use 'auto', 'exact' or 'slq')")
-
-
-def _is_tensor_pair(data: object) -> bool:
-    """Whether ``data`` is ``(X, y)`` tensors, the input :func:`hessian_spectrum` takes."""
-    return (
-        isinstance(data, (tuple, list))
-        and len(data) == 2
-        and all(isinstance(part, Tensor) for part in data)
-    )

@@ -83,6 +83,10 @@ class Evidence:
         threshold: the value ``estimate`` is compared with.
         replicates: independent units behind the estimate (base seeds, networks, pairs).
         control: the same test on data without the effect.
+        resolution: the smallest distance from ``threshold`` the instrument resolves (CLAIMS.md
+            rule 5), in the units of ``estimate``; an estimate closer to the threshold than
+            this is ``inconclusive`` whatever its interval. ``None`` where the instrument's
+            error is already inside the interval (or is exact).
     """
 
     statistic: str
@@ -91,6 +95,7 @@ class Evidence:
     threshold: float | None
     replicates: int
     control: Control | None = None
+    resolution: float | None = None
 
     @classmethod
     def from_json(cls, record: dict[str, Any]) -> Evidence:
@@ -103,6 +108,7 @@ class Evidence:
             threshold=record.get("threshold"),
             replicates=int(record.get("replicates", 1)),
             control=None if not isinstance(control, dict) else Control(**control),
+            resolution=record.get("resolution"),
         )
 
 

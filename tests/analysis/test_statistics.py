@@ -17,6 +17,7 @@ from lossatlas.analysis.statistics import (
     decide,
     equal_lag_contrast,
     interpolate_at,
+    interpolation_error,
     mean_interval,
     permutation_control,
     permuted,
@@ -92,6 +93,45 @@ def test_interpolation_and_common_range() -> None:
     assert math.isnan(interpolate_at([1, 2], [1, 2], 3.0))  # no extrapolation
     assert common_range([[1, 5], [2, 7], [0, 4]]) == (2.0, 4.0)
     assert common_range([[1, 2], [3, 4]]) is None
+
+
+def test_interpolation_error_bounds_the_true_error() -> None:
+    x = np.array([0.0, 1.0, 2.5, 3.0, 4.5])
+    # A straight line is interpolated exactly: the bound is 0.
+    assert interpolation_error(x, 2 * x + 1, 1.7) == pytest.approx(0.0, abs=1e-12)
+    # A quadratic has one constant y'' = 2a: the bound equals the true error exactly.
+    a = 0.7
+    y = a * x**2
+    for at in (0.3, 1.7, 2.8, 4.0):
+        true_error = abs(interpolate_at(x, y, at) - a * at**2)
+        assert interpolation_error(x, y, at) == pytest.approx(true_error, rel=1e-9)
+    # Smooth but not quadratic: still a bound, and it shrinks as the samples get denser.
+    coarse, fine = np.linspace(0, 3, 6), np.linspace(0, 3, 31)
+    at = 1.37
+    for grid in (coarse, fine):
+        assert abs(interpolate_at(grid, np.sin(grid), at) - np.sin(at)) <= (
+            interpolation_error(grid, np.sin(grid), at) * 1.5
+        )
+    assert (
+        interpolation_error(fine, np.sin(fine), at)
+        < interpolation_error(coarse, np.sin(coarse), at) / 10
+    )
+    assert interpolation_error(x, y, 2.5) == 0.0  # at a sample point
+    assert math.isnan(interpolation_error([1, 2], [1, 2], 1.5))  # no bend to estimate
+    assert math.isnan(interpolation_error(x, y, 9.0))  # outside the curve
+
+
+def test_decide_is_inconclusive_within_the_instruments_resolution() -> None:
+    tight = [0.010, 0.011, 0.0105]  # replicates agree: their interval lies above 0
+    assert decide(tight, 0.0, "above", "s").verdict == "holds"
+    unresolved = decide(tight, 0.0, "above", "s", resolution=0.02)
+    assert unresolved.verdict == "inconclusive" and unresolved.evidence.resolution == 0.02
+    assert decide(tight, 0.0, "above", "s", resolution=0.005).verdict == "holds"
+    assert decide([-x for x in tight], 0.0, "above", "s", resolution=0.02).verdict == (
+        "inconclusive"
+    )
+    assert decide([-x for x in tight], 0.0, "above", "s", resolution=0.005).verdict == "fails"
+    assert decide(tight, 0.0, "above", "s", resolution=math.nan).verdict == "inconclusive"
 
 
 def test_equal_lag_contrast_separates_blocks_from_decay() -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "decide",
     "equal_lag_contrast",
     "interpolate_at",
+    "interpolation_error",
     "log_ratio",
     "mean_interval",
     "null_control",
@@ -171,6 +172,7 @@ def decide(
     *,
     control: Control | None = None,
     interval: Interval | None = None,
+    resolution: float | None = None,
 ) -> Decision:
     """The verdict on ``values`` (one per replicate) against ``threshold``, with its evidence.
 
@@ -179,10 +181,22 @@ def decide(
     itself: the test does not tell the effect from its absence there, so the verdict is
     ``inconclusive``; so is one whose estimate lies within the control's null range
     (``control.details["null_95"]``, see :func:`null_control`).
+
+    ``resolution`` is the instrument's resolution on the estimate (CLAIMS.md rule 5: the
+    estimator's error must be smaller than the effect it decides): an estimate within it of
+    ``threshold`` is ``inconclusive``, whether its interval says holds or fails, because the
+    replicates can agree on an effect the instrument cannot see (a shared bias of the
+    instrument is not in their spread). A NaN resolution cannot vouch for anything either.
     """
     found = interval if interval is not None else mean_interval(values)
     estimate = found.estimate if math.isfinite(found.estimate) else None
     verdict = compare(found, threshold, direction)
+    if resolution is not None and verdict != "inconclusive":
+        unresolved = not math.isfinite(resolution) or (
+            abs(found.estimate - threshold) <= resolution
+        )
+        if unresolved:
+            verdict = "inconclusive"
     if verdict == "holds" and control is not None:
         null = control.details.get("null_95")
         beyond_null = null is None or (
@@ -199,6 +213,7 @@ def decide(
             threshold=threshold,
             replicates=found.n,
             control=control,
+            resolution=None if resolution is None else float(resolution),
         ),
     )
 
@@ -292,6 +307,42 @@ def interpolate_at(
         return math.nan
     order = np.argsort(xs, kind="stable")
     return float(np.interp(at, xs[order], ys[order]))
+
+
+def interpolation_error(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, at: float
+) -> float:
+    """A bound on the error of :func:`interpolate_at` at ``at``, from the curve's own curvature.
+
+    Linear interpolation on ``[x_i, x_(i+1)]`` errs by ``(at - x_i)(x_(i+1) - at) / 2 * |y''|``
+    (the textbook remainder). ``|y''|`` is estimated as twice the largest absolute second
+    divided difference of the sample triples that contain the segment, so a curve that bends
+    sharply between coarse samples gets a large bound, and a straight one gets 0.
+
+    Returns the bound in the units of ``y``: 0 at a sample point, NaN where ``interpolate_at``
+    is NaN or the curve has fewer than three finite points (the bend cannot be estimated).
+    """
+    xs = np.asarray(x, dtype=np.float64)
+    ys = np.asarray(y, dtype=np.float64)
+    keep = np.isfinite(xs) & np.isfinite(ys)
+    xs, ys = xs[keep], ys[keep]
+    if xs.size < 3 or not math.isfinite(at) or at < xs.min() or at > xs.max():
+        return math.nan
+    order = np.argsort(xs, kind="stable")
+    xs, ys = xs[order], ys[order]
+    i = int(np.clip(np.searchsorted(xs, at, side="right") - 1, 0, xs.size - 2))
+    spread = (at - xs[i]) * (xs[i + 1] - at)
+    if spread <= 0:
+        return 0.0
+    bends = []
+    for j in (i - 1, i):  # the triples (j, j + 1, j + 2) that contain the segment (i, i + 1)
+        if j >= 0 and j + 2 < xs.size and xs[j + 2] > xs[j]:
+            left = (ys[j + 1] - ys[j]) / max(xs[j + 1] - xs[j], np.finfo(float).tiny)
+            right = (ys[j + 2] - ys[j + 1]) / max(xs[j + 2] - xs[j + 1], np.finfo(float).tiny)
+            bends.append(abs(2.0 * (right - left) / (xs[j + 2] - xs[j])))
+    if not bends:
+        return math.nan
+    return float(spread / 2.0 * max(bends))
 
 
 def common_range(curves: Iterable[Sequence[float] | np.ndarray]) -> tuple[float, float] | None:

@@ -27,6 +27,7 @@ from lossatlas.studies.wedges.sweep import (
     decide_collapse,
     decide_trend,
     trend_at_common_norm,
+    trend_resolution,
 )
 from lossatlas.studies.wedges.tunnel import (
     decide_label_changes,
@@ -237,6 +238,53 @@ def test_trend_decision_controls() -> None:
     assert permuted.verdict != "holds"
     assert decide_trend([stat(c) for c in real], permuted, "LR").verdict == "holds"
     assert decide_trend([stat(c) for c in flat], permuted, "LR").verdict != "holds"
+
+
+def _jagged(r: np.ndarray) -> np.ndarray:
+    """A width that rises and falls between snapshots, as measured curves do."""
+    return 2.5 + 0.4 * np.sin(2.2 * r)
+
+
+def test_trend_resolution_controls() -> None:
+    # Negative control (the audit's L2 case): every setting follows the same jagged curve,
+    # shifted a little in R (stronger L2 ends at a smaller norm after the same epochs). At a
+    # common norm the coarse snapshots give each a slightly different width: a small trend
+    # that is an artefact of reading between samples, and the resolution must cover it.
+    shifted = [
+        [_curve(4.6 - 0.05 * i, 10.8 - 0.3 * i + s, _jagged) for i in range(3)]
+        for s in (0.0, 0.1, 0.2)
+    ]
+    trends, resolutions = [], []
+    for curves in shifted:
+        trend, at, _ = trend_at_common_norm(curves, +1)
+        trends.append(trend)
+        resolutions.append(trend_resolution(curves, at))
+    assert max(abs(t) for t in trends) > 0  # the artefact is there ...
+    assert all(abs(t) < r for t, r in zip(trends, resolutions, strict=True))  # ... and covered
+    stat = lambda curves: trend_at_common_norm(curves, +1)[0]  # noqa: E731
+    permuted = permutation_control("perm", shifted, stat, 0.0, "above", seed=0)
+    assert decide_trend(trends, permuted, "L2", float(np.mean(resolutions))).verdict == (
+        "inconclusive"
+    )
+    # Positive control: a real effect (30% wider per rank at the same norm) on the same jagged
+    # curves is far outside the resolution and still holds.
+    real = [
+        [_curve(4.6, 10.8 + s, lambda r, i=i: (1 + 0.3 * i) * _jagged(r)) for i in range(3)]
+        for s in (0.0, 0.1, 0.2)
+    ]
+    trends, resolutions = [], []
+    for curves in real:
+        trend, at, _ = trend_at_common_norm(curves, +1)
+        trends.append(trend)
+        resolutions.append(trend_resolution(curves, at))
+    assert all(t > r for t, r in zip(trends, resolutions, strict=True))
+    permuted = permutation_control("perm", real, stat, 0.0, "above", seed=0)
+    assert decide_trend(trends, permuted, "L2", float(np.mean(resolutions))).verdict == "holds"
+    # Straight curves are read exactly: no resolution limit.
+    straight = [_curve(5, 10 + 5 * i, lambda r: 0.5 * r) for i in range(3)]
+    assert trend_resolution(straight, trend_at_common_norm(straight, +1)[1]) == pytest.approx(
+        0.0, abs=1e-12
+    )
 
 
 def test_collapse_controls() -> None:

@@ -21,6 +21,7 @@ from lossatlas.studies.wedges.toy import (
     run_toy,
     tunnel,
 )
+from lossatlas.studies.wedges.toy.hyperplane import decide_threshold, decide_threshold_robust
 from lossatlas.studies.wedges.toy.tunnel import decide_toy_tunnel
 from tests._presets import smoke_toy
 
@@ -194,6 +195,8 @@ def test_hyperplane_threshold_lands_at_d_minus_n_for_several_shapes() -> None:
         # Geometry: a d-plane meets an n-dim wedge iff d >= D - n; the criterion allows +1.
         assert row["expected_d_lim"] <= row["d_lim"] <= row["expected_d_lim"] + 1, row
     assert robust.holds is True
+    assert robust.evidence is not None and robust.evidence.ci95 is not None
+    assert robust.evidence.control is not None and robust.evidence.control.verdict == "fails"
     main = result.arrays["hyperplane_success_rate"]
     assert main[: 7 - 1].max() < 0.5  # d <= D - n - 1 = 6: the plane misses every wedge
     assert main[7:].min() == 1.0  # d >= D - n + 1: always succeeds
@@ -206,6 +209,40 @@ def test_hyperplane_threshold_lands_at_d_minus_n_for_several_shapes() -> None:
         "hyperplane_D12_n6_rot_success_rate",
     }
     assert result.arrays["hyperplane_relative_loss"].shape == (10, 6)
+
+
+def _step_counts(dim: int, first: int, trials: int) -> np.ndarray:
+    """Successful planes per d = 1..dim: none below ``first``, all from ``first`` on."""
+    return np.where(np.arange(1, dim + 1) >= first, trials, 0)
+
+
+def test_threshold_decisions_have_negative_and_positive_controls() -> None:
+    trials = 12
+    # Positive: wedges of n long axes, success from d = D - n on (geometry's threshold).
+    shapes = [(20, 5), (10, 3), (12, 6), (8, 2)]
+    wedges = [(_step_counts(dim, dim - n, trials), dim - n) for dim, n in shapes]
+    # Negative: isolated minima (n = 0) on the same landscapes, success only at d = D.
+    isolated = [_step_counts(dim, dim, trials) for dim, _ in shapes]
+    for (counts, n_thin), control in zip(wedges, isolated, strict=True):
+        assert decide_threshold(counts, trials, n_thin).verdict == "holds"
+        assert decide_threshold(control, trials, n_thin).verdict == "fails"
+    robust = decide_threshold_robust(wedges, trials, controls=isolated)
+    assert robust.verdict == "holds"
+    assert robust.evidence.estimate == 1.0 and robust.evidence.ci95[0] > 0.5
+    assert robust.evidence.control is not None and robust.evidence.control.verdict == "fails"
+    assert robust.evidence.replicates == trials * len(shapes)
+    # The negative control decided as if it were the claim: it must not hold.
+    swapped = [(c, n) for c, (_, n) in zip(isolated, wedges, strict=True)]
+    as_claim = decide_threshold_robust(swapped, trials)
+    assert as_claim.verdict == "fails"
+    # One landscape whose threshold sits elsewhere makes the whole claim fail.
+    shifted = [*wedges[:-1], (_step_counts(8, 8, trials), 6)]
+    assert decide_threshold_robust(shifted, trials, controls=isolated).verdict == "fails"
+    # A test that also "holds" on isolated minima cannot vouch for the wedges.
+    assert (
+        decide_threshold_robust(wedges, trials, controls=[c for c, _ in wedges]).verdict
+        == "inconclusive"
+    )
 
 
 def test_hyperplane_threshold_does_not_depend_on_rotation() -> None:

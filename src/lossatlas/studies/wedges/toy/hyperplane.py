@@ -7,6 +7,7 @@ landscapes, ``toy.hyperplane_threshold_robust``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypedDict
 
@@ -15,7 +16,7 @@ import torch
 from torch import Tensor
 
 from lossatlas.analysis.statistics import Interval, all_of, compare, proportion_interval
-from lossatlas.claims import Claim, Control, Decision, Evidence
+from lossatlas.claims import Claim, Control, Decision, Evidence, Verdict
 from lossatlas.seeding import make_generator
 from lossatlas.studies.wedges.config import ToyConfig, ToyVariant
 from lossatlas.studies.wedges.toy._common import (
@@ -140,6 +141,68 @@ def decide_threshold(
     return Decision(all_of(parts), evidence)
 
 
+def decide_threshold_robust(
+    landscapes: Sequence[tuple[np.ndarray, int]],
+    trials: int,
+    controls: Sequence[np.ndarray] | None = None,
+) -> Decision:
+    """``toy.hyperplane_threshold_robust``: the threshold test holds on every landscape.
+
+    Args:
+        landscapes: one ``(successes (D,), D - n)`` per landscape (the main one and each
+            variant), ``successes`` counting successful planes per ``d = 1..D`` out of
+            ``trials``.
+        trials: random planes per ``d``.
+        controls: per landscape, the counts on the same landscape with isolated minima
+            (``n = 0``), tested against that landscape's ``D - n``; they must not hold.
+
+    The verdict is :func:`decide_threshold`'s on every landscape combined (``fails`` if one
+    fails, ``holds`` if all hold). The evidence is the success rate one step above ``D - n``
+    pooled over every landscape's planes, with its Wilson 95% interval against 1/2; the control
+    is the same combined test on the isolated-minima landscapes. If the control holds too, the
+    test cannot tell wedges from isolated minima and the verdict is ``inconclusive``.
+    """
+
+    def combined(counts: Sequence[tuple[np.ndarray, int]]) -> tuple[Verdict, Interval]:
+        verdicts = [decide_threshold(c, trials, n).verdict for c, n in counts]
+        above = [int(c[n]) for c, n in counts if n + 1 <= c.size]  # rate at d = n + 1
+        pooled = (
+            proportion_interval(sum(above), trials * len(above))
+            if above
+            else Interval(math.nan, math.nan, math.nan, 0, "wilson")
+        )
+        return all_of(verdicts), pooled
+
+    verdict, pooled = combined(landscapes)
+    found = None
+    if controls is not None:
+        if len(controls) != len(landscapes):
+            raise ValueError("one control per landscape is needed")
+        control_verdict, control_rate = combined(
+            [(c, n) for c, (_, n) in zip(controls, landscapes, strict=True)]
+        )
+        found = Control(
+            "the same test on every landscape with isolated minima (n = 0), at its D - n + 1",
+            control_rate.estimate if math.isfinite(control_rate.estimate) else None,
+            control_verdict,
+            {"ci95": control_rate.bounds},
+        )
+        if control_verdict == "holds" and verdict == "holds":
+            verdict = "inconclusive"
+    evidence = Evidence(
+        statistic=(
+            f"success rate at d = D - n + 1 pooled over {len(landscapes)} landscapes (the "
+            "threshold test must hold on each)"
+        ),
+        estimate=pooled.estimate if math.isfinite(pooled.estimate) else None,
+        ci95=pooled.bounds,
+        threshold=0.5,
+        replicates=trials * len(landscapes),
+        control=found,
+    )
+    return Decision(verdict, evidence)
+
+
 _THRESHOLD_CRITERION = (
     "success: final loss < tol x loss at P0; holds if the Wilson 95% interval of the success "
     "rate over the random planes lies below 1/2 at d = D - n - 1 and above 1/2 at d = D - n + 1; "
@@ -194,6 +257,7 @@ def hyperplane_threshold(cfg: ToyConfig, seed: int) -> ToyResult:
     sweeps: dict[str, tuple[ToyVariant, _Sweep]] = {
         cfg.main_variant().label(): (cfg.main_variant(), main)
     }
+    isolated_sweeps = [control_sweep]  # per landscape, its isolated-minima (n = 0) control
     for index, variant in enumerate(cfg.variants):
         land = landscape_of(variant, cfg, seed)
         generator = make_generator(seed, "toy", "hyperplane", "variant", index)
@@ -202,6 +266,13 @@ def hyperplane_threshold(cfg: ToyConfig, seed: int) -> ToyResult:
         if label in sweeps:  # the same landscape twice: keep both, apart
             label = f"{label}_{index}"
         sweeps[label] = (variant, sweep)
+        isolated_sweeps.append(
+            _hyperplane_sweep(
+                landscape_of(variant.model_copy(update={"n_long": 0}), cfg, seed),
+                make_generator(seed, "toy", "hyperplane", "variant_control", index),
+                **options,
+            )
+        )
         result.arrays[f"hyperplane_{label}_d"] = sweep.d
         result.arrays[f"hyperplane_{label}_success_rate"] = sweep.success_rate
 
@@ -264,7 +335,11 @@ def hyperplane_threshold(cfg: ToyConfig, seed: int) -> ToyResult:
             }
             for label, (variant, sweep) in sweeps.items()
         ]
-        robust = all_of(verdicts.values())
+        robust = decide_threshold_robust(
+            [(sweep.successes, variant.dim - variant.n_long) for variant, sweep in sweeps.values()],
+            cfg.trials,
+            controls=[control.successes for control in isolated_sweeps],
+        )
         result.claims.append(
             Claim(
                 id="toy.hyperplane_threshold_robust",
@@ -275,18 +350,13 @@ def hyperplane_threshold(cfg: ToyConfig, seed: int) -> ToyResult:
                 paper_value="conclusions independent of alignment, orientation and count",
                 paper_setup=PAPER_SETUP,
                 measured={"variants": table},
-                holds=None if robust == "inconclusive" else robust == "holds",
-                verdict=robust,
-                evidence=Evidence(
-                    statistic="number of landscapes whose threshold test holds",
-                    estimate=float(sum(row["verdict"] == "holds" for row in table)),
-                    ci95=None,
-                    threshold=float(len(table)),
-                    replicates=len(table),
-                ),
+                holds=robust.holds,
+                verdict=robust.verdict,
+                evidence=robust.evidence,
                 setup=f"{setup}; landscapes: {', '.join(sweeps)}",
                 criterion="holds if the toy.hyperplane_threshold test holds on every landscape, "
-                "fails if it fails on any",
+                "fails if it fails on any; inconclusive if the same test also holds on the "
+                "landscapes with isolated minima (n = 0)",
                 notes=_THRESHOLD_NOTE,
                 figures=figure_names,
             )

@@ -29,6 +29,7 @@ __all__ = [
     "LossFn",
     "Strategy",
     "evaluate_points",
+    "member_batch_loss_fn",
     "member_loss_fn",
     "predict_points",
 ]
@@ -42,8 +43,13 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def member_loss_fn(space: ParamSpace, loss_fn: LossFn | None = None) -> Callable[..., torch.Tensor]:
-    """``f(named_params, buffers, x, y) -> scalar loss`` for one point, ready for ``vmap``."""
+    """``f(named_params, buffers, x, y) -> scalar loss`` for one point, ready for ``vmap``.
+
+    The model's output may be a tensor of logits or anything with a ``logits`` key or
+    attribute (see :mod:`lossatlas.data.batches`).
+    """
     loss = loss_fn or F.cross_entropy
+    logits_of = DEFAULT_ADAPTER.get_logits
 
     fixed = space.fixed()
 
@@ -54,8 +60,30 @@ def member_loss_fn(space: ParamSpace, loss_fn: LossFn | None = None) -> Callable
         y: torch.Tensor,
     ) -> torch.Tensor:
         params = {**fixed, **named}
-        logits = functional_call(space.model, (params, dict(buffers)), (x,), strict=True)
-        return loss(logits, y)
+        out = functional_call(space.model, (params, dict(buffers)), (x,), strict=True)
+        return loss(logits_of(out), y)
+
+    return member_loss
+
+
+def member_batch_loss_fn(space: ParamSpace, adapter: BatchAdapter) -> Callable[..., torch.Tensor]:
+    """``f(named_params, buffers, raw_batch) -> scalar loss`` for one point, ready for ``vmap``.
+
+    The general form of :func:`member_loss_fn`: ``raw_batch`` is a batch as the data yields it
+    (a dict, a tuple of several inputs, ...), read by ``adapter``, which calls the model and
+    computes the loss (:meth:`~lossatlas.data.batches.BatchAdapter.batch_loss`).
+    """
+    fixed = space.fixed()
+
+    def member_loss(
+        named: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor], raw: Any
+    ) -> torch.Tensor:
+        batch = Batch.read(raw, adapter)
+        params = {**fixed, **named}
+        out = functional_call(
+            space.model, (params, dict(buffers)), batch.args, batch.kwargs, strict=True
+        )
+        return adapter.batch_loss(out, batch)
 
     return member_loss
 

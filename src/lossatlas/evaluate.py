@@ -2,10 +2,16 @@
 
 One ``vmap`` over points replaces a Python loop of ``load_state_dict`` + forward; samples are
 processed in chunks so that memory stays bounded (``points x chunk x widest activation``).
+
+``autocast="bf16"`` or ``"fp16"`` runs each forward pass under :func:`torch.autocast` on the
+data's device type (off by default); the outputs are cast back to the points' dtype before the
+loss and accuracy are taken. :func:`autocast_error` measures what that costs against a
+full-precision evaluation.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, Literal
@@ -25,11 +31,17 @@ from lossatlas.data.batches import (
 from lossatlas.params import ParamSpace
 
 __all__ = [
+    "AUTOCAST_DTYPES",
     "LOOP_MIN_SAMPLES",
+    "Autocast",
     "LossFn",
     "Strategy",
+    "autocast_context",
+    "autocast_error",
     "evaluate_points",
+    "member_batch_loss_fn",
     "member_loss_fn",
+    "precision_error",
     "predict_points",
 ]
 
@@ -40,10 +52,59 @@ Strategy = Literal["auto", "vmap", "loop"]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss_fn(logits (N, C), targets (N,)) -> scalar mean loss``."""
 
+Autocast = Literal["bf16", "fp16"] | None
+"""Lower precision for evaluation forward passes: ``None`` (off), ``"bf16"`` or ``"fp16"``."""
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_context(
+    autocast: Autocast, device: torch.device | str
+) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` on ``device``'s type in ``autocast``'s dtype; a no-op for ``None``."""
+    if autocast is None:
+        return contextlib.nullcontext()
+    if autocast not in AUTOCAST_DTYPES:
+        raise ValueError(f"autocast must be None, 'bf16' or 'fp16', got {autocast!r}")
+    device_type = torch.device(device).type
+    if not torch.amp.is_autocast_available(device_type):
+        raise ValueError(f"torch has no autocast for device type '{device_type}'")
+    return torch.autocast(device_type, dtype=AUTOCAST_DTYPES[autocast])
+
+
+def _upcast(out: Any, dtype: torch.dtype) -> Any:
+    """Every floating tensor of ``out`` narrower than ``dtype``, cast to ``dtype``."""
+
+    def cast(t: Any) -> Any:
+        narrower = (
+            isinstance(t, torch.Tensor)
+            and t.is_floating_point()
+            and torch.finfo(t.dtype).bits < torch.finfo(dtype).bits
+        )
+        return t.to(dtype) if narrower else t
+
+    return tree_map(cast, out)
+
+
+def precision_error(approx: torch.Tensor, exact: torch.Tensor) -> dict[str, float]:
+    """``max_abs_error`` and ``max_rel_error`` (against ``|exact|``) over finite entries."""
+    approx, exact = approx.double(), exact.double()
+    keep = torch.isfinite(approx) & torch.isfinite(exact)
+    if not bool(keep.any()):
+        return {"max_abs_error": float("nan"), "max_rel_error": float("nan")}
+    diff = (approx[keep] - exact[keep]).abs()
+    rel = diff / exact[keep].abs().clamp_min(torch.finfo(torch.float64).tiny)
+    return {"max_abs_error": float(diff.max()), "max_rel_error": float(rel.max())}
+
 
 def member_loss_fn(space: ParamSpace, loss_fn: LossFn | None = None) -> Callable[..., torch.Tensor]:
-    """``f(named_params, buffers, x, y) -> scalar loss`` for one point, ready for ``vmap``."""
+    """``f(named_params, buffers, x, y) -> scalar loss`` for one point, ready for ``vmap``.
+
+    The model's output may be a tensor of logits or anything with a ``logits`` key or
+    attribute (see :mod:`lossatlas.data.batches`).
+    """
     loss = loss_fn or F.cross_entropy
+    logits_of = DEFAULT_ADAPTER.get_logits
 
     fixed = space.fixed()
 
@@ -54,8 +115,30 @@ def member_loss_fn(space: ParamSpace, loss_fn: LossFn | None = None) -> Callable
         y: torch.Tensor,
     ) -> torch.Tensor:
         params = {**fixed, **named}
-        logits = functional_call(space.model, (params, dict(buffers)), (x,), strict=True)
-        return loss(logits, y)
+        out = functional_call(space.model, (params, dict(buffers)), (x,), strict=True)
+        return loss(logits_of(out), y)
+
+    return member_loss
+
+
+def member_batch_loss_fn(space: ParamSpace, adapter: BatchAdapter) -> Callable[..., torch.Tensor]:
+    """``f(named_params, buffers, raw_batch) -> scalar loss`` for one point, ready for ``vmap``.
+
+    The general form of :func:`member_loss_fn`: ``raw_batch`` is a batch as the data yields it
+    (a dict, a tuple of several inputs, ...), read by ``adapter``, which calls the model and
+    computes the loss (:meth:`~lossatlas.data.batches.BatchAdapter.batch_loss`).
+    """
+    fixed = space.fixed()
+
+    def member_loss(
+        named: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor], raw: Any
+    ) -> torch.Tensor:
+        batch = Batch.read(raw, adapter)
+        params = {**fixed, **named}
+        out = functional_call(
+            space.model, (params, dict(buffers)), batch.args, batch.kwargs, strict=True
+        )
+        return adapter.batch_loss(out, batch)
 
     return member_loss
 
@@ -74,6 +157,7 @@ def evaluate_points(
     sample_chunk: int = 2048,
     point_chunk: int | None = None,
     strategy: Strategy = "auto",
+    autocast: Autocast = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean loss and accuracy of every point on one batch, in eval mode.
 
@@ -99,6 +183,9 @@ def evaluate_points(
             adds and activations stream (B, N, width) tensors through memory), while on small
             batches vmap wins 2-3x by removing per-call overhead. On a GPU a per-point loop is
             launch-bound, so ``auto`` always batches there.
+        autocast: ``"bf16"`` or ``"fp16"`` runs the forward passes under ``torch.autocast``
+            on the batch's device type (a ``loss(outputs, batch)`` too); the logits are cast
+            back to ``thetas``' dtype before the loss. Default ``None``: full precision.
 
     Returns:
         ``(loss, accuracy)``, each of shape ``(B,)`` in ``thetas``' dtype; the accuracy is NaN
@@ -128,7 +215,16 @@ def evaluate_points(
     loss_sums: list[torch.Tensor] = []
     hits: list[torch.Tensor] = []
     for rows, _, chunk, out in _iter_outputs(
-        space, thetas, batch, head, buffers, buffers_batched, sample_chunk, point_chunk, strategy
+        space,
+        thetas,
+        batch,
+        head,
+        buffers,
+        buffers_batched,
+        sample_chunk,
+        point_chunk,
+        strategy,
+        autocast,
     ):
         if ad.loss is not None:
             chunk_loss, chunk_hits = out
@@ -152,6 +248,33 @@ def evaluate_points(
         correct.index_add_(0, index, torch.cat(hits).to(correct.dtype))
     accuracy = correct / batch.size if batch.scored else torch.full_like(correct, float("nan"))
     return total_loss / batch.size, accuracy
+
+
+def autocast_error(
+    space: ParamSpace,
+    thetas: torch.Tensor,
+    x: torch.Tensor | Batch,
+    y: torch.Tensor | None = None,
+    *,
+    autocast: Autocast = "bf16",
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """The error of an ``autocast`` evaluation against a full-precision one, at ``thetas``.
+
+    Evaluates :func:`evaluate_points` twice (``kwargs`` are passed on), with ``autocast`` and
+    without, and reports ``{"autocast", "points", "max_abs_error", "max_rel_error", "loss",
+    "loss_reference"}``: the largest absolute and relative loss differences over the points,
+    and both ``(B,)`` losses.
+    """
+    approx, _ = evaluate_points(space, thetas, x, y, autocast=autocast, **kwargs)
+    exact, _ = evaluate_points(space, thetas, x, y, autocast=None, **kwargs)
+    return {
+        "autocast": autocast,
+        "points": int(thetas.shape[0]),
+        **precision_error(approx, exact),
+        "loss": approx,
+        "loss_reference": exact,
+    }
 
 
 def _as_batch(
@@ -209,6 +332,7 @@ def predict_points(
     sample_chunk: int = 2048,
     point_chunk: int | None = None,
     strategy: Strategy = "auto",
+    autocast: Autocast = None,
 ) -> torch.Tensor:
     """Logits of every point on ``x``: ``(B, N, C)``, in eval mode (see :func:`evaluate_points`).
 
@@ -231,6 +355,7 @@ def predict_points(
         sample_chunk,
         point_chunk,
         strategy,
+        autocast,
     ):
         if out is None:
             out = logits.new_empty(thetas.shape[0], batch.size, *logits.shape[2:])
@@ -283,6 +408,7 @@ def _iter_loaded(
     buffers: Mapping[str, torch.Tensor],
     buffers_batched: bool,
     sample_chunk: int,
+    autocast: Autocast = None,
 ) -> Iterator[tuple[slice, int, Batch, Any]]:
     """The per-point loop, with each point copied into the module's own parameters.
 
@@ -326,8 +452,9 @@ def _iter_loaded(
                     for name, buf in buffers.items():
                         own[name].copy_(buf[i])
             for start, chunk in chunks:
-                out = head(model(*chunk.args, **chunk.kwargs), chunk)
-                yield slice(i, i + 1), start, chunk, _lead(out)
+                with autocast_context(autocast, chunk.device):
+                    out = head(model(*chunk.args, **chunk.kwargs), chunk)
+                yield slice(i, i + 1), start, chunk, _lead(_upcast(out, thetas.dtype))
     finally:
         with torch.no_grad():
             for param, value in zip(params, saved, strict=True):
@@ -347,12 +474,17 @@ def _iter_outputs(
     sample_chunk: int,
     point_chunk: int | None,
     strategy: Strategy,
+    autocast: Autocast = None,
 ) -> Iterator[tuple[slice, int, Batch, Any]]:
     """Yield ``(point rows, first sample, chunk, head(outputs, chunk))`` over all chunks.
 
     ``head`` runs per point (inside ``vmap``) on the model's raw output; what it returns gets a
     leading points dimension. The module is put in eval mode for the duration and restored.
+    With ``autocast``, the model call and ``head`` run under ``torch.autocast`` (entered
+    around each call, never across a ``yield``) and floating outputs come back in ``thetas``'
+    dtype.
     """
+    autocast_context(autocast, batch.device)  # an unknown setting fails before any work
     if buffers is None:
         buffers = dict(space.model.named_buffers())
     n_points = thetas.shape[0]
@@ -369,21 +501,25 @@ def _iter_outputs(
         raise ValueError(f"buffers lack {sorted(missing)}")
     tied = _has_tied_tensors(space.model)
     if strategy == "loop" and _can_load(space, thetas, buffers, buffers_batched):
-        yield from _iter_loaded(space, thetas, batch, head, buffers, buffers_batched, sample_chunk)
+        yield from _iter_loaded(
+            space, thetas, batch, head, buffers, buffers_batched, sample_chunk, autocast
+        )
         return
     fixed = space.fixed(thetas)
 
     def run(named: dict[str, torch.Tensor], bufs: dict[str, torch.Tensor], chunk: Batch) -> Any:
         params = {**fixed, **named} if fixed else named
-        out = functional_call(
-            space.model,
-            (params, bufs),
-            chunk.args,
-            chunk.kwargs,
-            strict=tied,
-            tie_weights=tied,
-        )
-        return head(out, chunk)
+        with autocast_context(autocast, chunk.device):
+            out = functional_call(
+                space.model,
+                (params, bufs),
+                chunk.args,
+                chunk.kwargs,
+                strict=tied,
+                tie_weights=tied,
+            )
+            out = head(out, chunk)
+        return _upcast(out, thetas.dtype)
 
     chunks = [
         (start, batch.slice(start, start + sample_chunk))

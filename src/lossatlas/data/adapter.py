@@ -1,10 +1,13 @@
-"""The data adapter: what every probe and trainer accepts as ``data``, as tensors.
+"""The data adapter: what every probe and trainer accepts as ``data``, read whole into memory.
 
-``data`` may be an ``(X, y)`` pair of tensors, a ``DataLoader`` (or any iterable) of ``(x, y)``
-batches, or a lossatlas :class:`~lossatlas.data.Dataset`. The adapter turns each of these into
-the training tensors and the named splits to evaluate (read whole into memory), for the
-population trainers and path fitting. The probes read data through the batch interface of
-:mod:`lossatlas.data.batches` instead, which streams loaders and reads any batch structure.
+``data`` may be an ``(X, y)`` pair of tensors, a ``DataLoader`` (or any iterable) of batches,
+or a lossatlas :class:`~lossatlas.data.Dataset`. The adapter turns each of these into the
+training data and the named splits to evaluate, read whole into memory: every member of a
+population draws its own data order, which needs random access to all samples.
+:func:`training_batches` reads any batch structure through :mod:`lossatlas.data.batches`
+(dict batches, several inputs, a :class:`~lossatlas.data.batches.BatchAdapter`), for the
+population trainers; :func:`training_data` gives ``(X, y)`` tensors, for path fitting and the
+dense Hessian. The probes stream data through :mod:`lossatlas.data.batches` instead.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["Split", "train_tensors", "training_data"]
+from lossatlas.data.batches import Batch, BatchAdapter, Batches
+
+__all__ = ["Split", "train_tensors", "training_batches", "training_data"]
 
 Split = tuple[Tensor, Tensor]
 """``(X (N, *input), y (N,))``."""
@@ -42,6 +47,25 @@ def training_data(data: Any) -> tuple[Tensor, Tensor, dict[str, Split]]:
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"X has {x.shape[0]} samples but y has {y.shape[0]}")
     return x, y, {"train": (x, y)}
+
+
+def training_batches(
+    data: Any, adapter: BatchAdapter | None = None
+) -> tuple[Batch, dict[str, Batch]]:
+    """``(train, splits)``: the training data as one in-memory batch, and the splits to evaluate.
+
+    The batch interface's counterpart of :func:`training_data`: ``data`` is anything
+    :class:`~lossatlas.data.batches.Batches` reads (``(X, y)`` tensors, a ``DataLoader`` of
+    ``(x, y)`` or of dict batches, a lossatlas ``Dataset``), read with ``adapter``; a streamed
+    source is read once and concatenated. A ``Dataset`` gives its ``train``, ``test`` and (when
+    not empty) ``val`` splits, anything else only ``train``. Raises
+    :class:`~lossatlas.data.batches.BatchError` for data or batches the adapter cannot read.
+    """
+    names = ["train"]
+    if _is_dataset(data):
+        names += ["test"] + (["val"] if data.x_val.shape[0] > 0 else [])
+    splits = {name: Batches(data, adapter, split=name).gather() for name in names}
+    return splits["train"], splits
 
 
 def train_tensors(data: Any) -> Split:

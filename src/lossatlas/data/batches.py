@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from lossatlas.errors import LossAtlasError
 
@@ -278,6 +278,15 @@ class Batch:
         size = adapter.batch_size(raw, target)
         if target is not None and target.dim() > 0 and target.shape[0] != size:
             raise BatchError(f"the target has {target.shape[0]} samples, the batch {size}")
+        if (
+            adapter.inputs is None
+            and adapter.size is None
+            and isinstance(raw, (tuple, list))
+            and isinstance(args[0], Tensor)
+            and args[0].dim() > 0
+            and args[0].shape[0] != size
+        ):
+            raise BatchError(f"x has {args[0].shape[0]} samples but y has {size}")
         return cls(raw, args, kwargs, target, size, adapter, adapter.scores_accuracy(target))
 
     @property
@@ -297,9 +306,39 @@ class Batch:
         n = self.size
 
         def cut(t: Any) -> Any:
-            return t[start:stop] if isinstance(t, Tensor) and t.dim() > 0 and t.shape[0] == n else t
+            return t[start:stop] if _is_sample_tensor(t, n) else t
 
         return Batch.read(tree_map(cut, self.raw), self.adapter)
+
+    def rows(self, index: Tensor) -> Any:
+        """The raw batch at sample ``index`` (K, B): every sample tensor ``(n, *rest)`` becomes
+        ``(K, B, *rest)`` (row ``k`` holds samples ``index[k]``); other leaves stay as they are.
+
+        This is how a population draws each member's batch from its own data order; the result
+        is read by :func:`torch.func.vmap` over members with :meth:`member_dims` as ``in_dims``.
+        """
+        n, flat = self.size, index.reshape(-1)
+
+        def take(t: Any) -> Any:
+            if not _is_sample_tensor(t, n):
+                return t
+            return t.index_select(0, flat.to(t.device)).view(*index.shape, *t.shape[1:])
+
+        return tree_map(take, _plain_containers(self.raw))
+
+    def member_dims(self) -> Any:
+        """``in_dims`` for :meth:`rows`' result: 0 for a sample tensor, ``None`` otherwise."""
+        n = self.size
+        raw = _plain_containers(self.raw)
+        return tree_map(lambda t: 0 if _is_sample_tensor(t, n) else None, raw)
+
+    @property
+    def input_dtype(self) -> torch.dtype | None:
+        """The dtype of the first floating-point input tensor (``None`` when there is none)."""
+        for t in tree_flatten((self.args, self.kwargs))[0]:
+            if isinstance(t, Tensor) and t.is_floating_point():
+                return t.dtype
+        return None
 
     def chunks(self, step: int) -> Iterator[Batch]:
         """Consecutive slices of at most ``step`` samples."""
@@ -422,6 +461,23 @@ class Batches:
             for piece in batch.chunks(step) if step else (batch,):
                 yield piece.to(device, dtype)
 
+    def gather(self) -> Batch:
+        """All samples as one in-memory :class:`Batch` (streamed batches are concatenated).
+
+        For consumers that need random access to every sample, such as a population whose
+        members each draw their own data order; probes stream instead. Every streamed batch
+        must have the structure of the first; tensors with a sample dimension are
+        concatenated, every other leaf must be the same in all of them.
+        """
+        if self._memory is not None:
+            if self._memory.size == 0:
+                raise BatchError("data has no samples")
+            return self._memory
+        pieces = list(self)
+        if len(pieces) == 1:
+            return pieces[0]
+        return Batch.read(_concat([b.raw for b in pieces], [b.size for b in pieces]), self.adapter)
+
     def first(self) -> Batch:
         """The first batch (for shapes and dtypes)."""
         return next(iter(self))
@@ -454,6 +510,51 @@ def as_batches(data: Any, adapter: BatchAdapter | None = None, *, split: str = "
             raise ValueError("data is already Batches with another adapter")
         return data
     return Batches(data, adapter, split=split)
+
+
+def _is_sample_tensor(t: Any, n: int) -> bool:
+    """Whether ``t`` is a tensor with a leading sample dimension of size ``n``."""
+    return isinstance(t, Tensor) and t.dim() > 0 and t.shape[0] == n
+
+
+def _plain_containers(raw: Any) -> Any:
+    """``raw`` with mappings (e.g. a ``BatchEncoding``) as plain dicts, so pytrees see inside."""
+    if isinstance(raw, Mapping) and not isinstance(raw, dict):
+        return {k: _plain_containers(v) for k, v in raw.items()}
+    return raw
+
+
+def _concat(raws: Sequence[Any], sizes: Sequence[int]) -> Any:
+    """One raw batch of the raw batches ``raws`` (of ``sizes`` samples each), concatenated."""
+    flat, spec = tree_flatten(_plain_containers(raws[0]))
+    columns: list[list[Any]] = [[leaf] for leaf in flat]
+    for raw in raws[1:]:
+        leaves, other = tree_flatten(_plain_containers(raw))
+        if other != spec:
+            raise BatchError(
+                "the data's batches differ in structure; every batch must hold the same "
+                "keys or items as the first"
+            )
+        for column, leaf in zip(columns, leaves, strict=True):
+            column.append(leaf)
+    out = []
+    for column in columns:
+        if all(_is_sample_tensor(t, n) for t, n in zip(column, sizes, strict=True)):
+            out.append(torch.cat(column))
+        elif all(_same_leaf(column[0], leaf) for leaf in column[1:]):
+            out.append(column[0])
+        else:
+            raise BatchError(
+                "a batch entry that is not a per-sample tensor differs between batches; "
+                "it cannot be concatenated"
+            )
+    return tree_unflatten(out, spec)
+
+
+def _same_leaf(a: Any, b: Any) -> bool:
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        return a.shape == b.shape and bool(torch.equal(a, b))
+    return not isinstance(a, Tensor) and not isinstance(b, Tensor) and a == b
 
 
 def _all_tensors(items: Iterable[Any]) -> bool:

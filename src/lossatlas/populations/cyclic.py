@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from lossatlas.config import ScheduleConfig
-from lossatlas.data.adapter import training_data
+from lossatlas.data.adapter import training_batches
+from lossatlas.data.batches import BatchAdapter, resolve_adapter
 from lossatlas.evaluate import LossFn
 from lossatlas.params import ParamSpace
 from lossatlas.populations.train import SnapshotFn, train_population
@@ -59,9 +60,8 @@ class CyclicSnapshots:
     diverged: torch.Tensor
 
 
-def _train_size(data: Any, batch_size: int) -> int:
-    x_train, _, _ = training_data(data)
-    return math.ceil(x_train.shape[0] / batch_size)
+def _train_size(data: Any, batch_size: int, adapter: BatchAdapter) -> int:
+    return math.ceil(training_batches(data, adapter)[0].size / batch_size)
 
 
 def _warm_start(
@@ -115,6 +115,7 @@ def cyclic_snapshots(
     start_params: torch.Tensor | None = None,
     seed: int = 0,
     loss_fn: LossFn | None = None,
+    adapter: BatchAdapter | None = None,
     on_snapshot: SnapshotFn | None = None,
     keep: bool = True,
     purpose: str = "cyclic",
@@ -130,7 +131,8 @@ def cyclic_snapshots(
 
     Args:
         model: any ``nn.Module`` (a template; its parameters are not changed).
-        data: ``(X, y)``, a ``DataLoader`` or a lossatlas ``Dataset``.
+        data: ``(X, y)``, a ``DataLoader`` (of ``(x, y)`` or dict batches) or a lossatlas
+            ``Dataset``, as in :func:`~lossatlas.populations.train.train_population`.
         lr_max: peak LR of each member.
         cycles: number of cycles, i.e. snapshots per member.
         cycle_epochs: epochs per cycle (fractions allowed: a cycle is
@@ -143,6 +145,8 @@ def cyclic_snapshots(
         seed: root seed; the warm-up and the cycling draw their data orders from
             ``derive_seed(seed, "ensemble", ...)``.
         loss_fn: ``loss(logits, y) -> mean``; cross-entropy by default.
+        adapter: how to read batches and score outputs
+            (:class:`~lossatlas.data.batches.BatchAdapter`).
         on_snapshot: ``on_snapshot(cycle, step, params (K, D))`` at every cycle end, e.g. to
             stream snapshots to the store (``cycle`` counts from 0).
         keep: keep the ``(K, S, D)`` snapshots in memory.
@@ -165,6 +169,7 @@ def cyclic_snapshots(
         "weight_decay": weight_decay,
         "batch_size": batch_size,
         "loss_fn": loss_fn,
+        "adapter": adapter,
     }
     start, warm_history = _warm_start(
         model,
@@ -176,7 +181,7 @@ def cyclic_snapshots(
         seed=seed,
         **train_kw,
     )
-    steps_per_epoch = _train_size(data, batch_size)
+    steps_per_epoch = _train_size(data, batch_size, resolve_adapter(adapter, loss_fn))
     # The same rounding as Schedule.cycle_ends, so snapshots fall exactly where the LR is lowest.
     cycle_steps = max(round(cycle_epochs * steps_per_epoch), 1)
     epochs = math.ceil(cycles * cycle_steps / steps_per_epoch)

@@ -57,7 +57,8 @@ from torch import nn
 
 from lossatlas.batchnorm import norm_modules, recompute_bn
 from lossatlas.config import StrictModel
-from lossatlas.data.adapter import training_data
+from lossatlas.data.adapter import training_batches
+from lossatlas.data.batches import Batch, BatchAdapter, resolve_adapter
 from lossatlas.evaluate import LossFn, evaluate_points
 from lossatlas.optim import HyperParams
 from lossatlas.params import ParamSpace
@@ -253,13 +254,15 @@ def jump_and_retrain(
     keep_snapshots: bool | None = None,
     members: Sequence[int] | None = None,
     loss_fn: LossFn | None = None,
+    adapter: BatchAdapter | None = None,
 ) -> JumpRun:
     """Jump from ``center`` along ``len(seeds)`` rays by every size and retrain, as ONE population.
 
     Args:
         model: any ``nn.Module`` (a template; its parameters are not changed).
-        data: an ``(X, y)`` pair, a ``DataLoader`` or a lossatlas ``Dataset`` (then train, val
-            and test metrics are recorded; otherwise train only).
+        data: an ``(X, y)`` pair, a ``DataLoader`` (of ``(x, y)`` or dict batches) or a
+            lossatlas ``Dataset`` (then train, val and test metrics are recorded; otherwise
+            train only), as in :func:`~lossatlas.populations.train.train_population`.
         center: ``(D,)`` the optimum (default: the model's current parameters).
         options: sizes, seeds, retraining and snapshot settings (:class:`JumpOptions`).
         buffers: the optimum's buffers, name -> tensor (default: the module's own).
@@ -270,20 +273,21 @@ def jump_and_retrain(
         members: run only these global jump indices (each unit of the store runner does);
             a member's numbers do not depend on which others run beside it.
         loss_fn: ``loss(logits, y) -> mean``; cross-entropy by default.
+        adapter: how to read batches and score outputs
+            (:class:`~lossatlas.data.batches.BatchAdapter`).
 
     Returns:
         A :class:`JumpRun` with ``M = len(members)`` rows.
     """
     opts = options or JumpOptions()
-    x_train, y_train, splits = training_data(data)
+    train, splits = training_batches(data, resolve_adapter(adapter, loss_fn))
     space = ParamSpace(model)
     point = space.flatten() if center is None else center.detach()
-    dtype = x_train.dtype if x_train.is_floating_point() else point.dtype
-    point = point.to(device=x_train.device, dtype=dtype)
+    point = point.to(device=train.device, dtype=train.input_dtype or point.dtype)
     ids = list(range(opts.members)) if members is None else [int(m) for m in members]
     if not ids or any(not 0 <= m < opts.members for m in ids):
         raise ValueError(f"members must be a non-empty subset of 0..{opts.members - 1}")
-    steps_per_epoch = math.ceil(x_train.shape[0] / opts.batch_size)
+    steps_per_epoch = math.ceil(train.size / opts.batch_size)
     if opts.snapshot_unit == "step" and space.buffer_names:
         # fit_members reports epoch-end metrics only; mid-epoch snapshots are evaluated here,
         # which needs the running buffers at that step, and those are not exposed.
@@ -300,7 +304,7 @@ def jump_and_retrain(
     row = {s: i for i, s in enumerate(needed)}
     scale = size_of.to(device=point.device, dtype=point.dtype).reshape(-1, 1)
     starts = point + directions[[row[int(s)] for s in seed_of]] * scale  # (M, D)
-    start_buffers = _start_buffers(space, starts, buffers, x_train, opts)
+    start_buffers = _start_buffers(space, starts, buffers, train, opts)
 
     count = opts.snapshot_count(steps_per_epoch)
     keep = on_snapshot is None if keep_snapshots is None else keep_snapshots
@@ -313,7 +317,7 @@ def jump_and_retrain(
     def take(index: int, step: int, params: torch.Tensor) -> None:
         distance[:, index] = (params.double() - point.double()).norm(dim=1).cpu()
         if opts.snapshot_unit == "step":
-            for name, values in _evaluate(space, params, splits, loss_fn, opts).items():
+            for name, values in _evaluate(space, params, splits, opts).items():
                 step_metrics.setdefault(name, torch.full((len(ids), count), math.nan))
                 step_metrics[name][:, index] = values.cpu()
         if kept is not None:
@@ -338,8 +342,7 @@ def jump_and_retrain(
     population = fit_members(
         space,
         starts,
-        x_train,
-        y_train,
+        train,
         plan=plan,
         hp=hp,
         # The seed, not the jump index, names each member's order stream: jumps of one seed
@@ -384,7 +387,7 @@ def _start_buffers(
     space: ParamSpace,
     starts: torch.Tensor,
     buffers: Mapping[str, torch.Tensor] | None,
-    x_train: torch.Tensor,
+    train: Batch,
     opts: JumpOptions,
 ) -> dict[str, torch.Tensor]:
     """Buffers at the jump points, name -> ``(M, *shape)``, following ``opts.bn_policy``."""
@@ -399,6 +402,12 @@ def _start_buffers(
     }
     norms = norm_modules(space.model)
     if opts.bn_policy == "recompute" and norms:
+        if len(train.args) != 1 or train.kwargs or not isinstance(train.args[0], torch.Tensor):
+            raise ValueError(
+                "bn_policy='recompute' needs data whose batches have one input tensor, "
+                "such as (X, y); use bn_policy='keep'"
+            )
+        x_train = train.args[0]
         fresh = recompute_bn(space, starts, x_train, batch_size=opts.bn_batch_size)
         for prefix in norms:
             for stat in ("running_mean", "running_var", "num_batches_tracked"):
@@ -410,16 +419,13 @@ def _start_buffers(
 def _evaluate(
     space: ParamSpace,
     params: torch.Tensor,
-    splits: Mapping[str, Split],
-    loss_fn: LossFn | None,
+    splits: Mapping[str, Batch],
     opts: JumpOptions,
 ) -> dict[str, torch.Tensor]:
     """Metrics of ``params`` (M, D) on every split (a model without buffers)."""
     out: dict[str, torch.Tensor] = {}
-    for split, (x, y) in splits.items():
-        loss, acc = evaluate_points(
-            space, params, x, y, loss_fn=loss_fn, sample_chunk=opts.eval_batch_size
-        )
+    for split, batch in splits.items():
+        loss, acc = evaluate_points(space, params, batch, sample_chunk=opts.eval_batch_size)
         out[f"{split}_loss"], out[f"{split}_acc"] = loss, acc
     return out
 

@@ -8,6 +8,12 @@ A member whose loss or gradient turns NaN or inf is marked diverged and frozen; 
 on. Members are identified by their global index (``member_ids``), and every random draw is
 seeded from ``(seed, purpose, member id, epoch)``, so a member trains identically whether it is
 trained alone, with others, or in another unit of work.
+
+Data is read through the batch interface of :mod:`lossatlas.data.batches`, as the probes read
+it: ``(X, y)`` tensors, a ``DataLoader`` of ``(x, y)`` or of dict batches (HuggingFace style),
+or anything a :class:`~lossatlas.data.batches.BatchAdapter` reads, with custom outputs and
+losses. It is held in memory as one batch, since every member draws its own order; each step
+takes every member's rows of every per-sample tensor (:meth:`Batch.rows`).
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ from torch import nn
 from torch.func import grad_and_value, vmap
 
 from lossatlas.config import ScheduleConfig, TrainConfig
-from lossatlas.data.adapter import Split, training_data
-from lossatlas.evaluate import LossFn, evaluate_points, member_loss_fn
+from lossatlas.data.adapter import Split, training_batches
+from lossatlas.data.batches import Batch, BatchAdapter, resolve_adapter
+from lossatlas.evaluate import LossFn, evaluate_points, member_batch_loss_fn, member_loss_fn
 from lossatlas.models import reinitialize
 from lossatlas.models.stacked import NotTraceable, StackedProgram
 from lossatlas.optim import HyperParams, make_optimizer, make_schedule
@@ -140,6 +147,7 @@ def train_population(
     start_params: torch.Tensor | None = None,
     eval_data: Mapping[str, Split] | None = None,
     loss_fn: LossFn | None = None,
+    adapter: BatchAdapter | None = None,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     snapshot_every: int = 0,
     snapshot_unit: Literal["epoch", "step"] = "epoch",
@@ -153,9 +161,11 @@ def train_population(
     Args:
         model: any ``nn.Module``; it is used as a template and its parameters are the shared
             start point when ``start="shared"``.
-        data: training data: an ``(X, y)`` pair of tensors, a ``DataLoader`` (read once into
-            memory, since every member needs its own order), or a lossatlas ``Dataset``
-            (then train/val/test metrics are all recorded).
+        data: training data: an ``(X, y)`` pair of tensors, a ``DataLoader`` (or any
+            re-iterable) of ``(x, y)`` or dict batches (``{"input_ids": ..., "labels": ...}``:
+            ``labels`` is the target, the other keys the forward's keyword arguments), or a
+            lossatlas ``Dataset`` (then train/val/test metrics are all recorded). A loader is
+            read once into memory, since every member needs its own order.
         members: population size K.
         epochs: passes over the training data.
         lr, momentum, weight_decay: a scalar, or one value per member.
@@ -166,9 +176,16 @@ def train_population(
         start: ``independent`` (a fresh init per member) or ``shared`` (all members start
             from ``start_params``, default the model's current parameters).
         start_params: ``(D,)`` shared start, or ``(K, D)`` explicit per-member starts.
-        eval_data: extra named ``(X, y)`` splits to record every epoch.
-        loss_fn: ``loss(logits, y) -> mean``; cross-entropy by default.
-        augment: ``augment(x_batch, generator)`` applied to each member's batch.
+        eval_data: extra named splits to record every epoch: ``(X, y)`` tensors or anything
+            ``data`` may be (read with ``adapter``).
+        loss_fn: ``loss(logits, y) -> mean``; cross-entropy by default (an adapter's own
+            ``loss``/``loss_fn`` takes precedence).
+        adapter: how to read batches, call the model and score its output
+            (:class:`~lossatlas.data.batches.BatchAdapter`: several inputs, dict or
+            ``ModelOutput`` outputs, ``loss(outputs, batch)``, ``accuracy=None``). A regression
+            target (floating point) records no accuracy: its history is NaN.
+        augment: ``augment(x_batch, generator)`` applied to each member's batch (``(X, y)``
+            data only).
         snapshot_every: keep the parameters every N epochs/steps (``snapshot_unit``); the
             start point is snapshot 0. Kept in memory unless ``on_snapshot`` streams them.
         compile: ``torch.compile`` the vectorised step (pays off on long runs).
@@ -177,13 +194,13 @@ def train_population(
     Returns:
         A :class:`Population`; ``.params`` has shape ``(members, D)``.
     """
-    x_train, y_train, splits = training_data(data)
-    if eval_data:
-        splits.update(eval_data)
-    device = x_train.device
+    reader = resolve_adapter(adapter, loss_fn)
+    train, splits = training_batches(data, reader)
+    for name, split in (eval_data or {}).items():
+        splits[name] = training_batches(split, reader)[0]
     space = ParamSpace(model)
     init = initial_points(space, members, seed=seed, start=start, start_params=start_params)
-    init = init.to(device=device, dtype=x_train.dtype if x_train.is_floating_point() else None)
+    init = init.to(device=train.device, dtype=train.input_dtype)
     plan = TrainPlan(
         epochs=epochs,
         batch_size=batch_size,
@@ -201,8 +218,7 @@ def train_population(
     population = fit_members(
         space,
         init,
-        x_train,
-        y_train,
+        train,
         plan=plan,
         hp=hp,
         member_ids=torch.arange(members),
@@ -254,13 +270,13 @@ def initial_points(
 def fit_members(
     space: ParamSpace,
     init: torch.Tensor,
-    x_train: torch.Tensor,
-    y_train: torch.Tensor,
+    x_train: torch.Tensor | Batch,
+    y_train: torch.Tensor | None = None,
     *,
     plan: TrainPlan,
     hp: HyperParams,
     member_ids: torch.Tensor,
-    eval_splits: Mapping[str, Split],
+    eval_splits: Mapping[str, Split | Batch],
     loss_fn: LossFn | None = None,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     buffers: Mapping[str, torch.Tensor] | None = None,
@@ -272,11 +288,16 @@ def fit_members(
 ) -> Population:
     """Train the members whose start points are ``init`` (K, D). The library's one loop.
 
-    ``member_ids`` (K,) are the members' global indices; ``buffers`` (name -> (K, *shape))
-    default to copies of the template's buffers. ``grad_transform`` maps the gradients
-    (K, D) -> (K, D) before the optimiser sees them: constrained optimisation (tunnels,
-    m-connectors) projects them onto a subspace there. Weight decay is added inside the
-    optimiser, after the projection, so constrained runs should use ``weight_decay=0``.
+    The training data is ``x_train`` (N, *input) with targets ``y_train`` (N,), or ``x_train``
+    an in-memory :class:`~lossatlas.data.batches.Batch` (any structure its adapter reads;
+    ``y_train`` is then not given; see :func:`~lossatlas.data.adapter.training_batches`).
+    ``eval_splits`` map names to ``(X, y)`` tensors or batches; tensors are read with the
+    training batch's adapter. ``member_ids`` (K,) are the members' global indices;
+    ``buffers`` (name -> (K, *shape)) default to copies of the template's buffers.
+    ``grad_transform`` maps the gradients (K, D) -> (K, D) before the optimiser sees them:
+    constrained optimisation (tunnels, m-connectors) projects them onto a subspace there.
+    Weight decay is added inside the optimiser, after the projection, so constrained runs
+    should use ``weight_decay=0``.
 
     ``stop_when(epoch, metrics) -> (K,) bool`` is asked after every epoch (with that epoch's
     evaluation): a member it marks is frozen from then on (it has converged), and training ends
@@ -294,10 +315,24 @@ def fit_members(
     The default is ``"vmap"``: its numbers do not depend on the torch thread count, so a
     run on Ray workers (one thread each) gives the driver's numbers bit for bit. The stacked
     engine's reductions are split by thread, and its results move at rounding level (3.7e-8
-    after two epochs of an MLP at 1 against 2 threads), so it is opt-in, for speed.
+    after two epochs of an MLP at 1 against 2 threads), so it is opt-in, for speed. It runs
+    on ``(X, y)`` tensors read by the default rules only (``auto`` then picks vmap).
     """
+    train = _training_batch(x_train, y_train, loss_fn)
+    adapter = train.adapter
+    splits = {
+        name: (
+            _training_batch(split, None, loss_fn)
+            if isinstance(split, Batch)
+            else Batch.read((split[0], split[1]), adapter)
+        )
+        for name, split in eval_splits.items()
+    }
+    pairs = _reads_pairs(train)
+    if augment is not None and not pairs:
+        raise ValueError("augment needs (X, y) tensor data read by the default rules")
     params = init.clone()
-    members, n_train = params.shape[0], x_train.shape[0]
+    members, n_train = params.shape[0], train.size
     if buffers is None:
         buffers = {
             n: b.unsqueeze(0).repeat(members, *[1] * b.dim()).to(params.device)
@@ -308,17 +343,21 @@ def fit_members(
     schedule = make_schedule(plan.schedule, steps_per_epoch, plan.epochs)
     optimizer = make_optimizer(plan.optimizer, nesterov=plan.nesterov, beta2=plan.beta2)
     state = optimizer.init_state(params)
-    program = _stacked_program(space, loss_fn, plan.compile, engine)
-    if program is None:
-        step_fn = _vectorised_step(space, loss_fn, compile=plan.compile)
+    program = _stacked_program(space, adapter.loss_fn, plan.compile, engine, pairs)
+    if program is not None:
+        step_fn = _stacked_step(program)
+    elif pairs:
+        step_fn = _vectorised_step(space, member_loss_fn(space, adapter.loss_fn), plan.compile)
     else:
-        step_fn = lambda params, buffers, xb, yb: program.step(params, xb, yb)  # noqa: E731
+        step_fn = _vectorised_step(
+            space, member_batch_loss_fn(space, adapter), plan.compile, train.member_dims()
+        )
     active = torch.ones(members, 1, dtype=torch.bool, device=params.device)
     done = torch.zeros(members, 1, dtype=torch.bool, device=params.device)
     stopped_at = torch.full((members,), -1, dtype=torch.int64)
     history = {
         f"{s}_{m}": torch.full((members, plan.epochs + 1), float("nan"))
-        for s in eval_splits
+        for s in splits
         for m in METRICS
     }
     snapshot_steps: list[int] = []
@@ -327,7 +366,7 @@ def fit_members(
         # evaluate_points, not the stacked program, for either engine: its per-member passes
         # over whole chunks measured 1.3x (MLP) and 2.4x (cnn1d) faster on 2 CPU cores than
         # the stacked forward over all members at once.
-        metrics = _evaluate(space, params, buffers, eval_splits, loss_fn, plan.eval_batch_size)
+        metrics = _evaluate(space, params, buffers, splits, plan.eval_batch_size)
         if "train_loss" in metrics:  # a point that evaluates to NaN has diverged too
             active.mul_(torch.isfinite(metrics["train_loss"]).reshape(-1, 1))
         # A diverged member is frozen; its later metrics are NaN rather than stale numbers.
@@ -356,7 +395,7 @@ def fit_members(
                 torch.randperm(n_train, generator=make_generator(plan.seed, "order", int(m), epoch))
                 for m in member_ids
             ]
-        ).to(x_train.device)
+        ).to(train.device)
         space.model.train()
         # Dropout draws from the global RNG inside vmap; fork it and seed it per unit and epoch
         # so runs are reproducible without leaking state to the caller.
@@ -364,17 +403,19 @@ def fit_members(
             torch.manual_seed(derive_seed(plan.seed, "dropout", int(member_ids[0]), epoch))
             for batch in range(steps_per_epoch):
                 index = orders[:, batch * plan.batch_size : (batch + 1) * plan.batch_size]
-                flat = index.reshape(-1)
-                xb = x_train.index_select(0, flat).view(*index.shape, *x_train.shape[1:])
-                yb = y_train.index_select(0, flat).view(index.shape)  # (K, B, *input), (K, B)
-                if augment is not None:
-                    xb = torch.stack(
-                        [
-                            augment(xb[k], make_generator(plan.seed, "augment", int(m), step))
-                            for k, m in enumerate(member_ids)
-                        ]
-                    )
-                losses, grads = step_fn(params, buffers, xb, yb)
+                rows = train.rows(index)  # every per-sample tensor as (K, B, ...)
+                if pairs:
+                    xb, yb = rows  # (K, B, *input), (K, B)
+                    if augment is not None:
+                        xb = torch.stack(
+                            [
+                                augment(xb[k], make_generator(plan.seed, "augment", int(m), step))
+                                for k, m in enumerate(member_ids)
+                            ]
+                        )
+                    losses, grads = step_fn(params, buffers, xb, yb)
+                else:
+                    losses, grads = step_fn(params, buffers, rows)
                 # One reduction catches NaN/inf anywhere in a member's gradient.
                 finite = torch.isfinite(losses) & torch.isfinite(grads.sum(dim=1))
                 active.mul_(finite.reshape(-1, 1))
@@ -419,13 +460,49 @@ def fit_members(
 # --------------------------------------------------------------------------- helpers
 
 
+def _training_batch(
+    x: torch.Tensor | Batch,
+    y: torch.Tensor | None,
+    loss_fn: LossFn | None,
+    adapter: BatchAdapter | None = None,
+) -> Batch:
+    """``x`` (a batch) or the tensors ``(x, y)`` as a batch, its adapter given ``loss_fn``."""
+    if isinstance(x, Batch):
+        if y is not None:
+            raise TypeError("pass either a Batch or tensors x_train, y_train, not both")
+        reader = resolve_adapter(x.adapter, loss_fn)
+        return x if reader is x.adapter else Batch.read(x.raw, reader)
+    if y is None:
+        raise TypeError("tensors x_train need their targets y_train")
+    return Batch.read((x, y), resolve_adapter(adapter, loss_fn))
+
+
+def _reads_pairs(batch: Batch) -> bool:
+    """Whether ``batch`` is ``(x, y)`` tensors that its adapter reads by the default rules (a
+    ``loss_fn(logits, y)`` may be set): the stacked engine and ``augment`` need these."""
+    ad, raw = batch.adapter, batch.raw
+    return (
+        isinstance(raw, (tuple, list))
+        and len(raw) == 2
+        and all(isinstance(t, torch.Tensor) for t in raw)
+        and (ad.inputs, ad.target, ad.logits, ad.loss, ad.size) == (None,) * 5
+    )
+
+
 def _stacked_program(
-    space: ParamSpace, loss_fn: LossFn | None, compile: bool, engine: Engine
+    space: ParamSpace, loss_fn: LossFn | None, compile: bool, engine: Engine, pairs: bool
 ) -> StackedProgram | None:
     """The stacked program ``engine`` asks for, or ``None`` for the vmap path."""
     if engine not in ("auto", "stacked", "vmap"):
         raise ValueError(f"unknown engine '{engine}' (use auto, stacked or vmap)")
     if engine == "vmap" or (compile and engine == "auto"):
+        return None
+    if not pairs:
+        if engine == "stacked":
+            raise ValueError(
+                "engine 'stacked' cannot run this data: it needs (X, y) tensors read by the "
+                "default rules; use engine='vmap'"
+            )
         return None
     try:
         return StackedProgram(space, loss_fn)
@@ -435,10 +512,29 @@ def _stacked_program(
         return None
 
 
+def _stacked_step(program: StackedProgram) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """The stacked program's step with the vmap step's signature (buffers unused: it has none)."""
+
+    def step(
+        params: torch.Tensor, buffers: Any, xb: torch.Tensor, yb: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return program.step(params, xb, yb)
+
+    return step
+
+
 def _vectorised_step(
-    space: ParamSpace, loss_fn: LossFn | None, *, compile: bool
+    space: ParamSpace,
+    member_loss: Callable[..., torch.Tensor],
+    compile: bool,
+    data_dims: Any = 0,
 ) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-    """``step(params (K, D), buffers, xb (K, B, ...), yb (K, B)) -> (losses (K,), grads (K, D))``.
+    """``step(params (K, D), buffers, *data) -> (losses (K,), grads (K, D))``.
+
+    ``member_loss(named, buffers, *data)`` is one member's loss: :func:`member_loss_fn` with
+    data ``xb (K, B, ...), yb (K, B)``, or :func:`member_batch_loss_fn` with one raw batch whose
+    per-sample tensors are ``(K, B, ...)``. ``data_dims`` is that raw batch's ``in_dims``
+    (``Batch.member_dims()``); the default 0 maps every argument over members.
 
     Eager mode takes gradients with ordinary autograd through a vmapped forward, using
     per-tensor leaf views of the flat parameters: differentiating through slices of one flat
@@ -446,27 +542,29 @@ def _vectorised_step(
     showed to cost half of each step. The compiled path uses ``grad_and_value``, which
     ``torch.compile`` traces into one graph.
     """
-    member_loss = member_loss_fn(space, loss_fn)
+    in_dims: Any = 0 if isinstance(data_dims, int) else (0, 0, data_dims)
     slots = space.slots
 
     def flat_grads(grads: Sequence[torch.Tensor], members: int) -> torch.Tensor:
         return torch.cat([g.reshape(members, -1) for g in grads], dim=1)
 
     if compile:
-        batched = torch.compile(vmap(grad_and_value(member_loss), randomness="different"))
+        batched = torch.compile(
+            vmap(grad_and_value(member_loss), in_dims=in_dims, randomness="different")
+        )
 
-        def compiled_step(params, buffers, xb, yb):
-            grads, losses = batched(space.unflatten(params), buffers, xb, yb)
+        def compiled_step(params, buffers, *data):
+            grads, losses = batched(space.unflatten(params), buffers, *data)
             return losses.detach(), flat_grads([grads[s.name] for s in slots], params.shape[0])
 
         return compiled_step
 
-    batched_loss = vmap(member_loss, randomness="different")
+    batched_loss = vmap(member_loss, in_dims=in_dims, randomness="different")
 
-    def eager_step(params, buffers, xb, yb):
+    def eager_step(params, buffers, *data):
         views = space.unflatten(params)
         leaves = {name: view.detach().requires_grad_() for name, view in views.items()}
-        losses = batched_loss(leaves, buffers, xb, yb)
+        losses = batched_loss(leaves, buffers, *data)
         grads = torch.autograd.grad(losses.sum(), list(leaves.values()))
         return losses.detach(), flat_grads(grads, params.shape[0])
 
@@ -477,21 +575,13 @@ def _evaluate(
     space: ParamSpace,
     params: torch.Tensor,
     buffers: Mapping[str, torch.Tensor],
-    splits: Mapping[str, Split],
-    loss_fn: LossFn | None,
+    splits: Mapping[str, Batch],
     chunk: int,
 ) -> dict[str, torch.Tensor]:
     metrics: dict[str, torch.Tensor] = {}
-    for split, (x, y) in splits.items():
+    for split, batch in splits.items():
         loss, acc = evaluate_points(
-            space,
-            params,
-            x,
-            y,
-            buffers=buffers,
-            buffers_batched=True,
-            loss_fn=loss_fn,
-            sample_chunk=chunk,
+            space, params, batch, buffers=buffers, buffers_batched=True, sample_chunk=chunk
         )
         metrics[f"{split}_loss"], metrics[f"{split}_acc"] = loss, acc
     return metrics

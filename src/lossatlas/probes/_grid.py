@@ -31,7 +31,15 @@ from torch.overrides import TorchFunctionMode
 
 from lossatlas.batchnorm import bn_batches, norm_modules, recompute_bn_statistics
 from lossatlas.data.batches import Batch, BatchAdapter, Batches
-from lossatlas.evaluate import LOOP_MIN_SAMPLES, LossFn, Strategy, evaluate_points
+from lossatlas.evaluate import (
+    LOOP_MIN_SAMPLES,
+    Autocast,
+    LossFn,
+    Strategy,
+    autocast_context,
+    evaluate_points,
+    precision_error,
+)
 from lossatlas.params import ParamSpace
 from lossatlas.probes._shortcut import (
     InputLinearShortcut,
@@ -40,7 +48,16 @@ from lossatlas.probes._shortcut import (
     map_buffers,
 )
 
-__all__ = ["ACTIVATION_SAFETY", "SubspaceEvaluator", "activation_bytes_per_sample"]
+__all__ = [
+    "ACTIVATION_SAFETY",
+    "AUTOCAST_CHECK_POINTS",
+    "SubspaceEvaluator",
+    "activation_bytes_per_sample",
+]
+
+# With autocast, this many of the points (spread evenly over them, the first and last included)
+# are evaluated again in full precision, and the largest loss error among them is reported.
+AUTOCAST_CHECK_POINTS = 5
 
 # The one-sample trace below sees the tensors Python code creates, not kernel scratch space
 # (GEMM packing, the loss's log-softmax, vmap's expanded copies); doubling covers those.
@@ -178,6 +195,12 @@ class SubspaceEvaluator:
             a per-point loop on CPU for large sample chunks, ``vmap`` otherwise).
         shortcut: try the first-layer shortcut (falls back to plain evaluation when it does not
             apply).
+        autocast: ``"bf16"`` or ``"fp16"``: forward passes under ``torch.autocast`` (see
+            :func:`~lossatlas.evaluate.evaluate_points`); the shortcut's precomputed first-layer
+            maps stay in ``dtype``. Each evaluation then re-evaluates up to
+            :data:`AUTOCAST_CHECK_POINTS` of its points in full precision and reports the
+            largest loss error in ``info`` (``autocast_max_abs_error``,
+            ``autocast_max_rel_error``, ``autocast_checked_points``). Default ``None``: off.
     """
 
     def __init__(
@@ -194,6 +217,7 @@ class SubspaceEvaluator:
         memory_budget_mb: float = 512,
         strategy: Strategy = "auto",
         shortcut: bool = True,
+        autocast: Autocast = None,
     ) -> None:
         if memory_budget_mb <= 0:
             raise ValueError(f"memory_budget_mb must be positive, got {memory_budget_mb}")
@@ -218,6 +242,8 @@ class SubspaceEvaluator:
         self.loss_fn = loss_fn
         self.budget = int(memory_budget_mb * 2**20)
         self.strategy = strategy
+        autocast_context(autocast, self.device)  # an unknown setting fails here
+        self.autocast = autocast
         self.itemsize = torch.finfo(dtype).bits // 8
         # Buffers in the compute dtype, so a float64 evaluation of a float32 BatchNorm works.
         self.buffers = {
@@ -257,7 +283,9 @@ class SubspaceEvaluator:
         flags = {module: module.training for module in self.model.modules()}
         try:
             self.model.eval()
-            loss, acc = self._evaluate(base, terms, coefs)
+            loss, acc = self._evaluate(base, terms, coefs, self.autocast)
+            if self.autocast is not None:
+                self.info.extra.update(self._autocast_check(base, terms, coefs, loss))
         finally:
             for module, training in flags.items():
                 module.training = training
@@ -266,13 +294,32 @@ class SubspaceEvaluator:
 
     # ------------------------------------------------------------------ internals
 
+    def _autocast_check(
+        self, base: Tensor | None, terms: Tensor, coefs: Tensor, loss: Tensor
+    ) -> dict[str, Any]:
+        """The autocast loss error on a few of the points, against full precision."""
+        info, n = self.info, self.num_samples
+        picks = min(AUTOCAST_CHECK_POINTS, coefs.shape[0])
+        index = torch.linspace(0, coefs.shape[0] - 1, picks).round().long().unique()
+        index = index.to(coefs.device)
+        exact, _ = self._evaluate(base, terms, coefs[index], None)
+        self.info, self.num_samples = info, n  # the report is of the autocast evaluation
+        error = precision_error(loss[index], exact)
+        return {
+            "autocast": self.autocast,
+            "autocast_checked_points": int(index.numel()),
+            **{f"autocast_{k}": v for k, v in error.items()},
+        }
+
     def _points(self, base: Tensor | None, terms: Tensor, coefs: Tensor) -> Tensor:
         """``(P, D)`` points; one fused ``addmm`` when there is a base."""
         if base is None:
             return coefs @ terms
         return torch.addmm(base.unsqueeze(0), coefs, terms)
 
-    def _evaluate(self, base: Tensor | None, terms: Tensor, coefs: Tensor) -> tuple[Tensor, Tensor]:
+    def _evaluate(
+        self, base: Tensor | None, terms: Tensor, coefs: Tensor, autocast: Autocast
+    ) -> tuple[Tensor, Tensor]:
         n_points, n_coef = coefs.shape
         if terms.shape[0] != n_coef:
             raise ValueError(f"{n_coef} coordinates per point but {terms.shape[0]} directions")
@@ -337,6 +384,7 @@ class SubspaceEvaluator:
                         sample_chunk=sample_chunk,
                         point_chunk=point_chunk,
                         strategy=strategy,
+                        autocast=autocast,
                     )
                     # evaluate_points gives means over the block; weight blocks by size.
                     total_loss[sel] += loss * count

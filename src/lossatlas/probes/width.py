@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from lossatlas.data.batches import BatchAdapter, as_batches, resolve_adapter
-from lossatlas.evaluate import LossFn, evaluate_points
+from lossatlas.evaluate import Autocast, LossFn, evaluate_points, precision_error
 from lossatlas.params import DirectionKind, ParamSpace, Wrt, check_point
 from lossatlas.seeding import make_generator
 
@@ -83,6 +83,9 @@ class TunnelWidth:
         direction_kind: ``"gaussian"``, ``"filter"`` or ``"given"`` (explicit directions).
         tol: the relative bisection tolerance.
         evaluations: number of loss evaluations spent (points, base point included).
+        autocast_error: with ``autocast``, the loss error against full precision at the base
+            point and at each ray's distance (``max_abs_error``, ``max_rel_error``,
+            ``checked_points``); ``None`` without autocast.
     """
 
     distances: torch.Tensor
@@ -100,6 +103,7 @@ class TunnelWidth:
     direction_kind: str
     tol: float
     evaluations: int
+    autocast_error: dict[str, float] | None = None
 
 
 def tunnel_width(
@@ -125,6 +129,7 @@ def tunnel_width(
     keep_directions: bool = True,
     sample_chunk: int = 2048,
     point_chunk: int | None = None,
+    autocast: Autocast = None,
 ) -> TunnelWidth:
     """Tunnel width of ``model`` at ``params`` on one data split.
 
@@ -155,6 +160,9 @@ def tunnel_width(
         buffers: module buffers to evaluate with (default: the module's own).
         keep_directions: keep the ``(K, D)`` directions in the result.
         sample_chunk, point_chunk: forwarded to :func:`~lossatlas.evaluate.evaluate_points`.
+        autocast: ``"bf16"`` or ``"fp16"``: every loss evaluation's forward passes run under
+            ``torch.autocast`` (default ``None``: off); the error this makes is measured at the
+            end and reported in ``autocast_error``.
 
     Returns:
         a :class:`TunnelWidth`.
@@ -177,7 +185,7 @@ def tunnel_width(
     )
     k = unit.shape[0]
 
-    def losses_at(rows: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def losses_at(rows: torch.Tensor, t: torch.Tensor, cast: Autocast = autocast) -> torch.Tensor:
         """Loss at ``point + t_i * unit[rows_i]`` for every selected ray, in one batched call."""
         thetas = point.unsqueeze(0) + t.unsqueeze(1) * unit[rows]
         total, count = thetas.new_zeros(thetas.shape[0]), 0
@@ -189,6 +197,7 @@ def tunnel_width(
                 buffers=buffers,
                 sample_chunk=sample_chunk,
                 point_chunk=point_chunk,
+                autocast=cast,
             )
             total += loss * batch.size
             count += batch.size
@@ -238,6 +247,12 @@ def tunnel_width(
     censored_mask = ~passed
     distances = torch.where(passed, 0.5 * (lo + hi), lo.new_full((k,), max_distance))
     std = float(distances.std()) if k > 1 else 0.0
+    error = None
+    if autocast is not None:
+        rows = torch.arange(-1, k, device=point.device).clamp_min(0)  # the base point, each ray
+        at = torch.cat([point.new_zeros(1), distances])
+        error = precision_error(losses_at(rows, at), losses_at(rows, at, None))
+        error["checked_points"] = k + 1
     return TunnelWidth(
         distances=distances,
         censored_mask=censored_mask,
@@ -254,6 +269,7 @@ def tunnel_width(
         direction_kind=kind,
         tol=float(tol),
         evaluations=evaluations,
+        autocast_error=error,
     )
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from lossatlas.data.batches import BatchAdapter, Batches, as_batches, resolve_adapter
-from lossatlas.evaluate import LossFn, Strategy
+from lossatlas.evaluate import Autocast, LossFn, Strategy
 from lossatlas.params import ParamSpace, Wrt
 from lossatlas.probes._grid import SubspaceEvaluator
 
@@ -63,6 +63,7 @@ def make_evaluator(
     memory_budget_mb: float,
     strategy: Strategy,
     shortcut: bool,
+    autocast: Autocast = None,
 ) -> SubspaceEvaluator:
     return SubspaceEvaluator(
         model,
@@ -75,6 +76,7 @@ def make_evaluator(
         memory_budget_mb=memory_budget_mb,
         strategy=strategy,
         shortcut=shortcut,
+        autocast=autocast,
     )
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from lossatlas.data.batches import BatchAdapter
-from lossatlas.evaluate import LossFn, Strategy
+from lossatlas.evaluate import Autocast, LossFn, Strategy
 from lossatlas.params import Wrt
 from lossatlas.probes.subspace._setup import as_rows, make_evaluator, resolve_setup, to_numpy
 
@@ -74,6 +74,7 @@ def rays(
     split: str = "train",
     strategy: Strategy = "auto",
     shortcut: bool = True,
+    autocast: Autocast = None,
 ) -> Rays:
     """Loss and accuracy along rays: ``origin + a * d_r`` or, radially, ``a * theta_r``.
 
@@ -111,15 +112,21 @@ def rays(
         memory_budget_mb=memory_budget_mb,
         strategy=strategy,
         shortcut=shortcut,
+        autocast=autocast,
     )
     losses, accs = [], []
     seconds = 0.0
+    worst: dict[str, float] = {}  # autocast errors: the largest over the rays
     for r in range(dirs.shape[0]):
         loss, acc = evaluator.evaluate(start, dirs[r : r + 1], a.unsqueeze(1))
         losses.append(loss)
         accs.append(acc)
         seconds += evaluator.info.seconds
+        for key in ("autocast_max_abs_error", "autocast_max_rel_error"):
+            if key in evaluator.info.extra:
+                worst[key] = max(worst.get(key, 0.0), evaluator.info.extra[key])
     meta = {"split": split, "n_samples": evaluator.num_samples, **evaluator.info.as_meta()}
+    meta.update(worst)
     meta["seconds"] = seconds
     accuracy = torch.stack(accs) if evaluator.sample.scored else None
     return Rays(dirs, a, torch.stack(losses), accuracy, start, radial, meta)

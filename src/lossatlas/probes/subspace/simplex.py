@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from lossatlas.data.batches import BatchAdapter
-from lossatlas.evaluate import LossFn, Strategy
+from lossatlas.evaluate import Autocast, LossFn, Strategy
 from lossatlas.params import Wrt
 from lossatlas.probes.subspace._setup import make_evaluator, resolve_setup, to_numpy
 from lossatlas.seeding import make_generator
@@ -119,6 +119,7 @@ def evaluate_simplex(
     split: str = "train",
     strategy: Strategy = "auto",
     shortcut: bool = True,
+    autocast: Autocast = None,
 ) -> SimplexSurface:
     """Loss and accuracy at the points ``weights @ vertices``.
 
@@ -144,6 +145,7 @@ def evaluate_simplex(
         memory_budget_mb=memory_budget_mb,
         strategy=strategy,
         shortcut=shortcut,
+        autocast=autocast,
     )
     # No base: sum_i w_i v_i, so a vertex is reproduced bit for bit.
     loss, acc = evaluator.evaluate(None, verts, w)
@@ -165,6 +167,7 @@ def simplex_grid(
     split: str = "train",
     strategy: Strategy = "auto",
     shortcut: bool = True,
+    autocast: Autocast = None,
 ) -> SimplexSurface:
     """Loss and accuracy on the barycentric grid of resolution ``resolution`` over a simplex.
 
@@ -188,6 +191,7 @@ def simplex_grid(
         split=split,
         strategy=strategy,
         shortcut=shortcut,
+        autocast=autocast,
     )
     result.meta["resolution"] = resolution
     return result

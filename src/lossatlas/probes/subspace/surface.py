@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from lossatlas.data.batches import BatchAdapter
-from lossatlas.evaluate import LossFn, Strategy
+from lossatlas.evaluate import Autocast, LossFn, Strategy
 from lossatlas.params import ParamSpace, Wrt
 from lossatlas.probes.subspace._setup import as_rows, make_evaluator, resolve_setup, to_numpy
 from lossatlas.seeding import make_generator
@@ -144,6 +144,7 @@ def surface(
     strategy: Strategy = "auto",
     shortcut: bool = True,
     rows: tuple[int, int] | None = None,
+    autocast: Autocast = None,
 ) -> Surface:
     """Loss and accuracy on a line, plane or N-D grid around ``center``.
 
@@ -171,6 +172,10 @@ def surface(
         kind: label for the result (default ``directions`` if a string, else ``"given"``).
         strategy: ``"auto"``, ``"loop"`` or ``"vmap"`` (see :func:`~lossatlas.evaluate_points`).
         shortcut: use the first-layer shortcut when it applies.
+        autocast: ``"bf16"`` or ``"fp16"`` evaluates the forward passes under
+            ``torch.autocast`` (default ``None``: off). ``meta`` then reports the loss error
+            against full precision on a few grid points: ``autocast_max_abs_error``,
+            ``autocast_max_rel_error`` and ``autocast_checked_points``.
         rows: ``(start, stop)``: evaluate only rows ``start:stop`` of the grid's first axis
             (for a line, points ``start:stop``); ``coords[0]`` then holds those rows of the
             full grid's coordinates and ``meta["rows"]`` says which. Blocks of rows evaluated
@@ -197,6 +202,7 @@ def surface(
         memory_budget_mb=memory_budget_mb,
         strategy=strategy,
         shortcut=shortcut,
+        autocast=autocast,
     )
     loss, acc = evaluator.evaluate(center, dirs, _grid_coefs(coords))
     shape = tuple(c.shape[0] for c in coords)
@@ -358,6 +364,7 @@ def surface_through(
     split: str = "train",
     strategy: Strategy = "auto",
     shortcut: bool = True,
+    autocast: Autocast = None,
 ) -> Surface:
     """Loss on the plane through three points, on a grid that covers all of them.
 
@@ -389,6 +396,7 @@ def surface_through(
         memory_budget_mb=memory_budget_mb,
         strategy=strategy,
         shortcut=shortcut,
+        autocast=autocast,
     )
     loss, acc = evaluator.evaluate(center, basis, _grid_coefs(grid))
     shape = tuple(c.shape[0] for c in grid)

@@ -299,14 +299,27 @@ def interpolate_at(
     NaN when ``at`` lies outside the curve's range (no extrapolation) or the curve has fewer than
     two finite points.
     """
+    curve = _curve_around(x, y, at, min_points=2)
+    return math.nan if curve is None else float(np.interp(at, *curve))
+
+
+def _curve_around(
+    x: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
+    at: float,
+    *,
+    min_points: int,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The finite points of ``(x, y)`` sorted by ``x``, or ``None`` when there are fewer than
+    ``min_points`` or ``at`` lies outside their range."""
     xs = np.asarray(x, dtype=np.float64)
     ys = np.asarray(y, dtype=np.float64)
     keep = np.isfinite(xs) & np.isfinite(ys)
     xs, ys = xs[keep], ys[keep]
-    if xs.size < 2 or not math.isfinite(at) or at < xs.min() or at > xs.max():
-        return math.nan
+    if xs.size < min_points or not math.isfinite(at) or at < xs.min() or at > xs.max():
+        return None
     order = np.argsort(xs, kind="stable")
-    return float(np.interp(at, xs[order], ys[order]))
+    return xs[order], ys[order]
 
 
 def interpolation_error(
@@ -322,14 +335,10 @@ def interpolation_error(
     Returns the bound in the units of ``y``: 0 at a sample point, NaN where ``interpolate_at``
     is NaN or the curve has fewer than three finite points (the bend cannot be estimated).
     """
-    xs = np.asarray(x, dtype=np.float64)
-    ys = np.asarray(y, dtype=np.float64)
-    keep = np.isfinite(xs) & np.isfinite(ys)
-    xs, ys = xs[keep], ys[keep]
-    if xs.size < 3 or not math.isfinite(at) or at < xs.min() or at > xs.max():
+    curve = _curve_around(x, y, at, min_points=3)
+    if curve is None:
         return math.nan
-    order = np.argsort(xs, kind="stable")
-    xs, ys = xs[order], ys[order]
+    xs, ys = curve
     i = int(np.clip(np.searchsorted(xs, at, side="right") - 1, 0, xs.size - 2))
     spread = (at - xs[i]) * (xs[i + 1] - at)
     if spread <= 0:

@@ -245,6 +245,16 @@ def _jagged(r: np.ndarray) -> np.ndarray:
     return 2.5 + 0.4 * np.sin(2.2 * r)
 
 
+def _trends_and_resolutions(replicates: list[list[dict[str, np.ndarray]]]):  # type: ignore[no-untyped-def]
+    """Per replicate: the trend at the common norm and its resolution."""
+    trends, resolutions = [], []
+    for curves in replicates:
+        trend, at, _ = trend_at_common_norm(curves, +1)
+        trends.append(trend)
+        resolutions.append(trend_resolution(curves, at))
+    return trends, resolutions
+
+
 def test_trend_resolution_controls() -> None:
     # Negative control (the audit's L2 case): every setting follows the same jagged curve,
     # shifted a little in R (stronger L2 ends at a smaller norm after the same epochs). At a
@@ -254,11 +264,7 @@ def test_trend_resolution_controls() -> None:
         [_curve(4.6 - 0.05 * i, 10.8 - 0.3 * i + s, _jagged) for i in range(3)]
         for s in (0.0, 0.1, 0.2)
     ]
-    trends, resolutions = [], []
-    for curves in shifted:
-        trend, at, _ = trend_at_common_norm(curves, +1)
-        trends.append(trend)
-        resolutions.append(trend_resolution(curves, at))
+    trends, resolutions = _trends_and_resolutions(shifted)
     assert max(abs(t) for t in trends) > 0  # the artefact is there ...
     assert all(abs(t) < r for t, r in zip(trends, resolutions, strict=True))  # ... and covered
     stat = lambda curves: trend_at_common_norm(curves, +1)[0]  # noqa: E731
@@ -272,11 +278,7 @@ def test_trend_resolution_controls() -> None:
         [_curve(4.6, 10.8 + s, lambda r, i=i: (1 + 0.3 * i) * _jagged(r)) for i in range(3)]
         for s in (0.0, 0.1, 0.2)
     ]
-    trends, resolutions = [], []
-    for curves in real:
-        trend, at, _ = trend_at_common_norm(curves, +1)
-        trends.append(trend)
-        resolutions.append(trend_resolution(curves, at))
+    trends, resolutions = _trends_and_resolutions(real)
     assert all(t > r for t, r in zip(trends, resolutions, strict=True))
     permuted = permutation_control("perm", real, stat, 0.0, "above", seed=0)
     assert decide_trend(trends, permuted, "L2", float(np.mean(resolutions))).verdict == "holds"

@@ -13,9 +13,14 @@ Goals:
    divided by our wall time (work we skip, such as the first layer, still counts: that is the
    point of skipping it). Peak = the best median rate of large square fp32 matmuls measured in
    this run.
-2. no slower than loss-landscapes on either model.
+2. issue 12: >= 3x loss-landscapes on the small model, >= 1.15x on the mid one.
+
+Then (unless ``--no-curve``) grid time against the number of points (steps^2 for steps in
+``--curve-steps``), small and mid, ours against loss-landscapes, with each curve's log-log slope,
+saved as ``surface.png``.
 
     python benchmarks/surface.py [--repeats 3] [--steps 51] [--variants] [--profile] [--threads N]
+        [--curve-steps 5 11 21 31 51] [--curve-repeats 1] [--no-curve]
 
 The machine may be shared: the load average is printed before and after, and every timing is
 the median of interleaved repeats.
@@ -34,6 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from _scaling import HERE, load, loglog_slope, save_curves, table
 from lossatlas.config import DataConfig, ModelConfig
 from lossatlas.data import load_dataset
 from lossatlas.models import build_model
@@ -41,6 +47,7 @@ from lossatlas.probes.subspace import surface
 
 PEAK_SIZES = (1024, 2048, 4096)
 GOAL_PEAK_FRACTION = 0.8
+GOAL_RATIO = {"small": 3.0, "mid": 1.15}
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -107,6 +114,9 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=0, help="torch threads for everything (0: default)"
     )
+    parser.add_argument("--curve-steps", type=int, nargs="+", default=[5, 11, 21, 31, 51])
+    parser.add_argument("--curve-repeats", type=int, default=1)
+    parser.add_argument("--no-curve", action="store_true", help="skip the points curve")
     args = parser.parse_args()
     steps = args.steps
     if args.threads:
@@ -207,6 +217,11 @@ def main() -> None:
             f"no slower than loss-landscapes on {name}: {theirs_t / ours_t:.2f}x -> "
             f"{'PASS' if faster else 'MISSES'}"
         )
+        goal = GOAL_RATIO[name]
+        verdicts.append(
+            f">= {goal:g}x loss-landscapes on {name} (issue 12): {theirs_t / ours_t:.2f}x -> "
+            f"{'PASS' if theirs_t / ours_t >= goal else 'MISSES'}"
+        )
         if name == "mid":
             ok = effective >= GOAL_PEAK_FRACTION * peak
             verdicts.append(
@@ -216,6 +231,59 @@ def main() -> None:
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     for line in verdicts:
         print("goal:", line)
+    if not args.no_curve:
+        points_curve(models, x, y, args.curve_steps, args.curve_repeats)
+
+
+def points_curve(
+    models: dict[str, nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    curve_steps: list[int],
+    repeats: int,
+) -> None:
+    """Grid time against points (steps^2), ours and loss-landscapes, medians of interleaved
+    repeats; prints a table and each curve's log-log slope, saves ``surface.png``."""
+    print(f"\ngrid time against points, {repeats} repeats each; {load()}")
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    rows = []
+    for name, model in models.items():
+        points: list[float] = []
+        ours_t: list[float] = []
+        theirs_t: list[float] = []
+        for steps in curve_steps:
+            torch.manual_seed(0)
+            ours, theirs = [], []
+            for _ in range(repeats):
+                ours.append(timed(lambda m=model, s=steps: surface(m, (x, y), steps=s))[0])
+                theirs.append(timed(lambda m=model, s=steps: loss_landscapes_plane(m, x, y, s))[0])
+            points.append(steps * steps)
+            ours_t.append(statistics.median(ours))
+            theirs_t.append(statistics.median(theirs))
+            rows.append(
+                [
+                    name,
+                    steps * steps,
+                    f"{ours_t[-1]:.3f}",
+                    f"{theirs_t[-1]:.3f}",
+                    f"{theirs_t[-1] / ours_t[-1]:.2f}x",
+                ]
+            )
+        curves[f"{name} lossatlas"] = (points, ours_t)
+        curves[f"{name} loss-landscapes"] = (points, theirs_t)
+    print(table(["model", "points", "lossatlas s", "loss-landscapes s", "speed-up"], rows))
+    print(
+        "slopes (log time vs log points): "
+        + ", ".join(f"{label} {loglog_slope(*xy):.2f}" for label, xy in curves.items())
+        + f"; {load()}"
+    )
+    path = save_curves(
+        HERE / "surface.png",
+        f"filter plane, MNIST-1D train set (N = {x.shape[0]})",
+        "grid points",
+        curves,
+    )
+    print(f"saved {path.name}; {load()}")
 
 
 if __name__ == "__main__":

@@ -422,3 +422,57 @@ def test_plots_draw() -> None:
     assert figure_to_png(plot_simplex(simplex_grid(model, (x, y), vertices, resolution=3)))
     four = torch.cat([vertices, vertices[:1] * 2])
     assert figure_to_png(plot_simplex(simplex_grid(model, (x, y), four, resolution=2), log=True))
+
+
+# --------------------------------------------------------------------------- stacked fast path
+
+
+def relu_mlp() -> nn.Module:
+    """Flatten -> Linear -> ReLU -> Linear -> GELU -> Linear: the stacked tail's case."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(5, 6),
+        nn.ReLU(),
+        nn.Linear(6, 4),
+        nn.GELU(),
+        nn.Linear(4, 3),
+    )
+
+
+@pytest.mark.parametrize("make", [tiny_mlp, relu_mlp], ids=["tanh", "relu-gelu"])
+@pytest.mark.parametrize("budget", [512.0, 0.002], ids=["one-block", "many-blocks"])
+def test_stacked_grid_equals_naive_loop(data64, make, budget: float) -> None:  # type: ignore[no-untyped-def]
+    x, y = data64
+    model = make().double()
+    s = surface(model, (x, y), steps=5, span=(-0.5, 1.5), memory_budget_mb=budget)
+    assert s.meta["strategy"] == "stacked" and s.meta["shortcut"]
+    if budget < 1:
+        assert s.meta["sample_blocks"] > 1 and s.meta["point_chunk"] < 25
+    ref_loss, ref_acc = naive(model, grid_points(s), x, y)
+    torch.testing.assert_close(s.loss.reshape(-1), ref_loss, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(s.accuracy.reshape(-1), ref_acc)
+
+
+def test_stacked_accuracy_breaks_ties_like_argmax() -> None:
+    # Zero weights: every logit equals its bias; tied biases make argmax pick the first class.
+    x, y = blobs(30, dtype=F64)
+    model = tiny_mlp().double()
+    with torch.no_grad():
+        model[2].weight.zero_()
+        model[2].bias.copy_(torch.tensor([0.5, 0.5, 0.5], dtype=F64))
+    dirs = torch.zeros(1, ParamSpace(model).dim, dtype=F64)
+    s = surface(model, (x, y), directions=dirs, steps=3)
+    assert s.meta["strategy"] == "stacked"
+    expected = (y == 0).to(F64).mean()
+    torch.testing.assert_close(s.accuracy, expected.expand(3))
+
+
+def test_stacked_falls_back_on_negative_labels(data64) -> None:  # type: ignore[no-untyped-def]
+    x, y = data64
+    y = y.clone()
+    y[:5] = -100  # cross_entropy's ignore_index: the generic path handles it
+    model = tiny_mlp().double()
+    s = surface(model, (x, y), steps=3)
+    assert s.meta["strategy"] != "stacked"
+    plain = surface(model, (x, y), steps=3, shortcut=False)
+    torch.testing.assert_close(s.loss, plain.loss, rtol=1e-12, atol=1e-12)

@@ -11,7 +11,10 @@ optional ``base`` (D,). :class:`SubspaceEvaluator` turns that into
 2. **BatchNorm recompute** (``bn_data``): per point, fresh running statistics are accumulated
    over ``bn_data`` in train mode (BatchNorm layers only; dropout stays off so the result is
    deterministic), with the cumulative average of ``momentum=None``, then used in eval mode.
-3. **Memory budget**: points are materialised and evaluated in chunks sized from an estimate
+3. **Stacked tail** (``_stacked``): with the shortcut, a tail of Linear layers and activations
+   and the default loss, ``auto`` evaluates blocks of points as batched matmuls over points
+   wherever it would otherwise ``vmap`` (small passes); big passes keep the per-point loop.
+4. **Memory budget**: points are materialised and evaluated in chunks sized from an estimate
    of the bytes each point needs (see :func:`activation_bytes_per_sample` and
    :meth:`SubspaceEvaluator._plan`).
 """
@@ -40,12 +43,19 @@ from lossatlas.evaluate import (
     evaluate_points,
     precision_error,
 )
+from lossatlas.models.stacked.ops import Linear
 from lossatlas.params import ParamSpace
 from lossatlas.probes._shortcut import (
     InputLinearShortcut,
     TermStack,
     find_shortcut,
     map_buffers,
+)
+from lossatlas.probes._stacked import (
+    STACKED_BLOCK_BYTES,
+    STACKED_SAMPLES,
+    StackedTail,
+    find_stacked_tail,
 )
 
 __all__ = [
@@ -266,6 +276,12 @@ class SubspaceEvaluator:
             self.shortcut_reason = "only some parameters span the space"
         elif shortcut:
             self.shortcut, self.shortcut_reason = find_shortcut(model, self.space)
+        self.stacked: StackedTail | None = None
+        self.stacked_reason = "no first-layer shortcut"
+        if self.shortcut is not None:
+            self.stacked, self.stacked_reason = find_stacked_tail(self.shortcut)
+            if self.stacked is not None and not _class_labels(self.sample.target, loss_fn):
+                self.stacked, self.stacked_reason = None, "not the default loss on class labels"
         self.info = EvalInfo()
         self._act_cache: dict[tuple[bool, int, bool], int] = {}
 
@@ -352,6 +368,18 @@ class SubspaceEvaluator:
         strategy, sample_chunk, point_chunk, rows = self._plan(
             module, space, shortcut, base, terms, block, n_points
         )
+        if (
+            self.stacked is not None
+            and self.strategy == "auto"
+            and strategy == "vmap"
+            and not info.bn_recomputed
+            and autocast is None  # the stacked path runs in the points' own precision
+        ):
+            try:
+                return self._evaluate_stacked(self.stacked, base, terms, coefs, info)
+            except _NotStackable as why:  # e.g. negative labels in a later batch
+                self.stacked, self.stacked_reason = None, str(why)
+                info.sample_blocks = 0
         info.strategy, info.sample_chunk, info.point_chunk = strategy, sample_chunk, point_chunk
         if isinstance(module, TermStack) and module.sub_chunk:
             info.extra["sub_chunk"] = module.sub_chunk
@@ -395,6 +423,78 @@ class SubspaceEvaluator:
         self.info = info
         self.num_samples = n
         return total_loss / n, total_acc / n
+
+    def _evaluate_stacked(
+        self,
+        stacked: StackedTail,
+        base: Tensor | None,
+        terms: Tensor,
+        coefs: Tensor,
+        info: EvalInfo,
+    ) -> tuple[Tensor, Tensor]:
+        """The stacked fast path (``_stacked``): blocks of points x samples, batched matmuls.
+
+        Memory: the precomputed first-layer maps of a sample block take at most a quarter of
+        the budget (as on the shortcut path), the points' tail parameters a quarter, and a
+        block's activations (two live at a time, x ACTIVATION_SAFETY) at most half; within
+        that, a block's activation is cache-sized (STACKED_BLOCK_BYTES).
+        """
+        shortcut = stacked.shortcut
+        n_points, n_coef = coefs.shape
+        has_base = base is not None
+        out_per_sample = self._first_layer_bytes(shortcut, base, terms)
+        terms_count = n_coef + has_base
+        block = max(1, min(self.first_size, self.budget // 4 // (terms_count * out_per_sample)))
+        samples = _equal_chunks(block, STACKED_SAMPLES)
+        act = samples * stacked.widest * self.itemsize
+        tail_bytes = max(1, shortcut.tail_index.numel() * self.itemsize)
+        points = min(
+            n_points,
+            STACKED_BLOCK_BYTES // act,
+            int(self.budget // 2 // (2 * ACTIVATION_SAFETY * act)),
+            self.budget // 4 // tail_bytes,
+        )
+        points = max(1, points)
+        info.strategy, info.sample_chunk, info.point_chunk = "stacked", samples, points
+
+        dtype, device = coefs.dtype, coefs.device
+        total_loss = torch.zeros(n_points, dtype=dtype, device=device)
+        total_hits = torch.zeros(n_points, dtype=dtype, device=device)
+        n = 0
+        for piece in self.source.stream(self.device, self.dtype, block):
+            target = piece.target
+            if target is None or not _class_labels(target, self.loss_fn):
+                raise _NotStackable("a batch holds no class labels")
+            if bool(target.lt(0).any()):
+                raise _NotStackable("a batch holds labels the default loss ignores (negative)")
+            maps = shortcut.precompute(piece.args[0], base, terms)  # (T, count, width)
+            if maps.dim() != 3:
+                raise _NotStackable("the first layer's output has more than one feature axis")
+            width = maps.shape[2]
+            classes = next(op for op in reversed(stacked.ops) if isinstance(op, Linear))
+            labels = torch.arange(classes.weight.shape[0], device=self.device).unsqueeze(1)
+            blocks = []
+            for start in range(0, piece.size, samples):
+                part = maps[:, start : start + samples]
+                ys = target[start : start + samples].to(self.device)
+                first = part.transpose(1, 2).reshape(part.shape[0], -1)  # features-first
+                blocks.append((first, ys, labels < ys.unsqueeze(0)))
+            del maps
+            n += piece.size
+            info.sample_blocks += 1
+            for lo in range(0, n_points, points):
+                sel = slice(lo, min(lo + points, n_points))
+                chunk = coefs[sel].to(self.dtype)
+                params = stacked.tail_params(base, terms, chunk)
+                for first, ys, before in blocks:
+                    loss, hits = stacked.loss_hits(
+                        first, width, chunk, params, has_base, ys, before
+                    )
+                    total_loss[sel] += loss.to(dtype)
+                    total_hits[sel] += hits.to(dtype)
+        self.info = info
+        self.num_samples = n
+        return total_loss / n, total_hits / n
 
     def _first_layer_bytes(
         self, shortcut: InputLinearShortcut, base: Tensor | None, terms: Tensor
@@ -528,6 +628,21 @@ class SubspaceEvaluator:
                 target if target is not None else buf.unsqueeze(0).expand(n_points, *buf.shape)
             )
         return full
+
+
+class _NotStackable(Exception):
+    """Raised inside the stacked path when a batch turns out not to suit it."""
+
+
+def _class_labels(target: Tensor | None, loss_fn: LossFn | None) -> bool:
+    """Whether the default cross-entropy scores ``target``: 1-D integer class labels."""
+    return (
+        loss_fn is None
+        and target is not None
+        and target.dim() == 1
+        and not target.is_floating_point()
+        and not target.is_complex()
+    )
 
 
 def _plain_batches(sample: Batch, adapter: BatchAdapter) -> bool:

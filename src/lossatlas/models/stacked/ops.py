@@ -69,6 +69,18 @@ class Linear(Op):
         b = _view(params, self.bias).unsqueeze(1)  # (K, 1, out)
         return torch.baddbmm(b, x, w.transpose(1, 2)), x
 
+    def forward_features_first(self, x: Tensor, params: Tensor) -> Tensor:
+        """The same layer on features-first values: ``x`` ``(K, in, B)`` -> ``(K, out, B)``.
+
+        Forward only (grid evaluation). With few outputs (a 10-class head) this layout keeps the
+        samples as the long side of each matmul: on this CPU ``(B, 32) @ (32, 10)`` per member ran
+        at ~10 GFLOP/s, ``(10, 32) @ (32, B)`` at 40-60.
+        """
+        w = _view(params, self.weight)  # (K, out, in)
+        if self.bias is None:
+            return torch.bmm(w, x)
+        return torch.baddbmm(_view(params, self.bias).unsqueeze(2), w, x)
+
     def backward(
         self, grad: Tensor, saved: Any, params: Tensor, grads: Tensor, need_input: bool
     ) -> Tensor | None:

@@ -171,6 +171,9 @@ def surface(
         split: which split of a ``Dataset`` (``"train"``, ``"val"``, ``"test"``).
         kind: label for the result (default ``directions`` if a string, else ``"given"``).
         strategy: ``"auto"``, ``"loop"`` or ``"vmap"`` (see :func:`~lossatlas.evaluate_points`).
+            With the shortcut, a tail of Linear layers and activations and the default loss,
+            ``"auto"`` evaluates small models' points in blocks as batched matmuls over points
+            (``meta["strategy"] == "stacked"``, same numbers to float rounding).
         shortcut: use the first-layer shortcut when it applies.
         autocast: ``"bf16"`` or ``"fp16"`` evaluates the forward passes under
             ``torch.autocast`` (default ``None``: off). ``meta`` then reports the loss error

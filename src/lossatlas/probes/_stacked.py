@@ -127,6 +127,9 @@ def find_stacked_tail(shortcut: InputLinearShortcut) -> tuple[StackedTail | None
     chain of ``Linear`` layers and activations."""
     if type(shortcut.first) is not nn.Linear:
         return None, f"the first layer is a {type(shortcut.first).__name__}, not a Linear"
+    if next(shortcut.tail.parameters(), None) is None:
+        # A one-layer model: nothing past the first layer to stack (the shortcut suffices).
+        return None, "no parameters past the first layer"
     try:
         ops = trace_ops(ParamSpace(shortcut.tail))
     except NotTraceable as why:

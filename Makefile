@@ -33,8 +33,11 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || true; }
 
+# Two pytest-xdist workers, one module each at a time (module fixtures are built once): the
+# suite is mostly single-threaded (plots, subprocess runs, Python loops), so two processes on
+# two cores beat one. tests/conftest.py gives each worker its share of the cores' threads.
 test: lint browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadscope
 
 bench: install
 	$(PIP) -e '.[test,bench]'

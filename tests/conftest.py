@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
+
+
+def _share_threads_between_workers() -> None:
+    """Under pytest-xdist, give each of the N workers 1/N of this machine's cores.
+
+    Without this, every worker (and every run it starts as a subprocess, which inherits the
+    environment) uses all cores, and N workers oversubscribe them with N x cores threads.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers < 2:
+        return
+    share = max(1, len(os.sched_getaffinity(0)) // workers)
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = str(share)
+    torch.set_num_threads(share)
+
+
+_share_threads_between_workers()
 
 
 @pytest.fixture(autouse=True)

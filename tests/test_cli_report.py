@@ -4,10 +4,13 @@ and one-line errors with exit code 2 that write nothing."""
 from __future__ import annotations
 
 from pathlib import Path
+from unittest import mock
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
+from lossatlas import cli
 from lossatlas.claims import save_claims
 from lossatlas.cli import app
 from lossatlas.store import AtlasStore
@@ -17,7 +20,11 @@ runner = CliRunner()
 
 
 def invoke(*args: str):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, list(args), env={"COLUMNS": "160"})
+    # A console 160 columns wide, made here: the CLI's own console took its width from the
+    # environment when it was imported (80 in a pytest-xdist worker), and the dashboard wraps
+    # its cells to fit.
+    with mock.patch.object(cli, "console", Console(width=160)):
+        return runner.invoke(app, list(args))
 
 
 def assert_user_error(result, fragment: str) -> None:  # type: ignore[no-untyped-def]

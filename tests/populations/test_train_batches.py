@@ -11,53 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from lossatlas import BatchAdapter, BatchError, LossAtlasError, ParamSpace
 from lossatlas.populations import jump_and_retrain
 from lossatlas.populations.jump import JumpOptions
 from lossatlas.populations.train import train_population
 from lossatlas.seeding import make_generator
+from tests._user_models import DictRows, TinyText, text_data
 from tests.conftest import blobs, tiny_mlp
-
-
-class DictRows(Dataset):
-    """Rows of named tensors; the default collate makes dict batches of them."""
-
-    def __init__(self, **columns: Tensor) -> None:
-        self.columns = columns
-
-    def __len__(self) -> int:
-        return len(next(iter(self.columns.values())))
-
-    def __getitem__(self, i: int) -> dict[str, Tensor]:
-        return {k: v[i] for k, v in self.columns.items()}
-
-
-class TinyText(nn.Module):
-    """A bag-of-embeddings classifier called as HuggingFace models are: keyword arguments in,
-    ``{"logits": ...}`` out."""
-
-    def __init__(self, vocab: int = 11, width: int = 6, classes: int = 3) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(vocab, width)
-        self.head = nn.Linear(width, classes)
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> dict[str, Tensor]:
-        mask = attention_mask.unsqueeze(-1).to(self.embed.weight.dtype)
-        pooled = (self.embed(input_ids) * mask).sum(1) / mask.sum(1).clamp_min(1)
-        return {"logits": self.head(torch.tanh(pooled))}
-
-
-def text_data(n: int = 40, length: int = 5) -> dict[str, Tensor]:
-    g = torch.Generator().manual_seed(0)
-    labels = torch.arange(n) % 3
-    ids = torch.randint(1, 11, (n, length), generator=g)
-    ids[:, 0] = labels + 1  # a learnable cue
-    mask = torch.ones(n, length, dtype=torch.long)
-    mask[::2, -2:] = 0
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
 
 KW = {"members": 2, "epochs": 2, "batch_size": 16, "lr": 0.1, "seed": 3}
 

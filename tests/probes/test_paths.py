@@ -11,6 +11,7 @@ from torch import nn
 
 import lossatlas
 from lossatlas.config import DataConfig, ModelConfig
+from lossatlas.data.batches import DEFAULT_ADAPTER, Batch
 from lossatlas.params import ParamSpace
 from lossatlas.plots import figure_to_png
 from lossatlas.plots.connectors import (
@@ -262,13 +263,14 @@ def test_batched_points_train_as_if_alone() -> None:
     basis = orthonormal_span(optima)
     starts = optima + 0.1  # any starts will do
     opts = FAST.model_copy(update={"epochs": 2})
-    common = {"seed": 5, "buffers": None, "loss_fn": None}
+    train = Batch.read((x, y), DEFAULT_ADAPTER)
+    common = {"seed": 5, "buffers": None}
     together = _optimise_points(
-        space, starts, basis, x, y, opts, member_ids=torch.arange(3), **common
+        space, starts, basis, train, opts, member_ids=torch.arange(3), **common
     ).params
     for i in range(3):
         alone = _optimise_points(
-            space, starts[i : i + 1], basis, x, y, opts, member_ids=torch.tensor([i]), **common
+            space, starts[i : i + 1], basis, train, opts, member_ids=torch.tensor([i]), **common
         ).params
         torch.testing.assert_close(alone[0], together[i], rtol=1e-10, atol=1e-12)
     assert not torch.allclose(together[0] - starts[0], together[1] - starts[1])

@@ -290,6 +290,19 @@ class Batch:
         return cls(raw, args, kwargs, target, size, adapter, adapter.scores_accuracy(target))
 
     @property
+    def reads_pairs(self) -> bool:
+        """Whether the batch is ``(x, y)`` tensors that its adapter reads by the default rules
+        (a ``loss_fn(logits, y)`` may be set): the fast paths that index ``x`` and ``y``
+        directly (the stacked engine, ``augment``, the path fitters' shared batches) need it."""
+        ad, raw = self.adapter, self.raw
+        return (
+            isinstance(raw, (tuple, list))
+            and len(raw) == 2
+            and all(isinstance(t, Tensor) for t in raw)
+            and (ad.inputs, ad.target, ad.logits, ad.loss, ad.size) == (None,) * 5
+        )
+
+    @property
     def is_plain(self) -> bool:
         """One tensor input, an integer or float tensor target, default adapter rules."""
         return (

@@ -328,7 +328,7 @@ def fit_members(
         )
         for name, split in eval_splits.items()
     }
-    pairs = _reads_pairs(train)
+    pairs = train.reads_pairs
     if augment is not None and not pairs:
         raise ValueError("augment needs (X, y) tensor data read by the default rules")
     params = init.clone()
@@ -475,18 +475,6 @@ def _training_batch(
     if y is None:
         raise TypeError("tensors x_train need their targets y_train")
     return Batch.read((x, y), resolve_adapter(adapter, loss_fn))
-
-
-def _reads_pairs(batch: Batch) -> bool:
-    """Whether ``batch`` is ``(x, y)`` tensors that its adapter reads by the default rules (a
-    ``loss_fn(logits, y)`` may be set): the stacked engine and ``augment`` need these."""
-    ad, raw = batch.adapter, batch.raw
-    return (
-        isinstance(raw, (tuple, list))
-        and len(raw) == 2
-        and all(isinstance(t, torch.Tensor) for t in raw)
-        and (ad.inputs, ad.target, ad.logits, ad.loss, ad.size) == (None,) * 5
-    )
 
 
 def _stacked_program(

@@ -1,11 +1,17 @@
 """What tunnels and connectors share: the constrained optimisation of their points (projected
-gradient, or Benton et al.'s simplex objective), data preparation and evaluation."""
+gradient, or Benton et al.'s simplex objective), data preparation and evaluation.
+
+The data is read through the batch interface (:mod:`lossatlas.data.batches`), so a path fits
+on anything a probe reads: ``(X, y)`` tensors, a ``DataLoader`` of pairs or of dict batches,
+a keyword-argument model, a regression loss. It is read whole into memory
+(:func:`prepare_data`), because every point draws its own data order.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +20,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
-from lossatlas.data.adapter import Split, training_data
-from lossatlas.evaluate import LossFn, evaluate_points, member_loss_fn
+from lossatlas.data.adapter import training_batches
+from lossatlas.data.batches import Batch, BatchAdapter, resolve_adapter
+from lossatlas.evaluate import LossFn, evaluate_points, member_batch_loss_fn, member_loss_fn
 from lossatlas.optim import HyperParams, make_optimizer, make_schedule
 from lossatlas.params import ParamSpace
 from lossatlas.populations.train import Population, TrainPlan, fit_members
@@ -33,6 +40,7 @@ __all__ = [
     "deviation_cosines",
     "evaluate_all",
     "joint_path_points",
+    "labels_comparable",
     "modes_restored",
     "optimise_points",
     "prepare_data",
@@ -49,17 +57,18 @@ def optimise_points(
     space: ParamSpace,
     starts: Tensor,
     basis: Tensor,
-    x_train: Tensor,
-    y_train: Tensor,
+    train: Batch,
     options: ConnectorOptions,
     *,
     member_ids: Tensor,
     seed: int,
     buffers: Mapping[str, Tensor] | None,
-    loss_fn: LossFn | None,
     reference: float | None = None,
 ) -> Population:
     """Train the points ``starts`` (K, D) with gradients projected off ``span(basis)``.
+
+    ``train`` is the in-memory training batch of :func:`prepare_data` (its adapter holds the
+    loss).
 
     One ``fit_members`` population; point ``i`` is member ``member_ids[i]`` and draws its data
     order from ``(seed, "order", member_ids[i], epoch)``, so it trains the same alone. With
@@ -100,13 +109,11 @@ def optimise_points(
     return fit_members(
         space,
         starts,
-        x_train,
-        y_train,
+        train,
         plan=plan,
         hp=hp,
         member_ids=member_ids,
-        eval_splits={"train": (x_train, y_train)},
-        loss_fn=loss_fn,
+        eval_splits={"train": train},
         buffers=batched,
         on_snapshot=reproject if retract else None,
         grad_transform=project,
@@ -165,13 +172,11 @@ def joint_path_points(
     b: Tensor,
     starts: Tensor,
     basis: Tensor,
-    x_train: Tensor,
-    y_train: Tensor,
+    train: Batch,
     options: ConnectorOptions,
     *,
     seed: int,
     buffers: Mapping[str, Tensor] | None,
-    loss_fn: LossFn | None,
     reference: float | None,
 ) -> tuple[Tensor, dict[str, Tensor], int]:
     """Optimise a tunnel's split points ``starts`` (k, D) jointly, along the whole path.
@@ -189,7 +194,7 @@ def joint_path_points(
     """
     project = projection_onto_complement(basis)
     points = starts.detach().clone()
-    k, n_train = points.shape[0], x_train.shape[0]
+    k, n_train = points.shape[0], train.size
     steps_per_epoch = math.ceil(n_train / options.batch_size)
     schedule = make_schedule(options.schedule, steps_per_epoch, options.epochs)
     optimizer = make_optimizer(options.optimizer)
@@ -197,7 +202,7 @@ def joint_path_points(
     state = optimizer.init_state(points)
     active = torch.ones(k, 1, dtype=torch.bool, device=points.device)
     fixed = dict(buffers) if buffers is not None else dict(space.model.named_buffers())
-    batched_loss = vmap(member_loss_fn(space, loss_fn), randomness="different")
+    batch_losses = shared_batch_losses(space, train)
     history = {"path_max_loss": torch.full((options.epochs + 1,), math.nan)}
     limit = None
     if options.tolerance is not None and reference is not None:
@@ -207,13 +212,7 @@ def joint_path_points(
         nodes = torch.cat([a[None], points, b[None]])
         probes = torch.cat([points, 0.5 * (nodes[:-1] + nodes[1:])])
         loss, _ = evaluate_points(
-            space,
-            probes,
-            x_train,
-            y_train,
-            buffers=fixed,
-            loss_fn=loss_fn,
-            sample_chunk=options.eval_batch_size,
+            space, probes, train, buffers=fixed, sample_chunk=options.eval_batch_size
         )
         worst = float(loss.max())
         history["path_max_loss"][epoch] = worst
@@ -230,16 +229,12 @@ def joint_path_points(
             torch.manual_seed(derive_seed(seed, "dropout", "joint", epoch))
             for batch in range(steps_per_epoch):
                 index = order[batch * options.batch_size : (batch + 1) * options.batch_size]
-                index = index.to(x_train.device)
-                xb, yb = x_train[index], y_train[index]
                 w = torch.rand(k + 1, 1, generator=gen, dtype=torch.float64).to(points)
                 leaf = points.detach().requires_grad_()
                 nodes = torch.cat([a[None], leaf, b[None]])
                 samples = nodes[:-1] + w * (nodes[1:] - nodes[:-1])  # (k + 1, D)
                 bufs = {n: v.unsqueeze(0).repeat(k + 1, *[1] * v.dim()) for n, v in fixed.items()}
-                xs = xb.unsqueeze(0).expand(k + 1, *xb.shape)
-                ys = yb.unsqueeze(0).expand(k + 1, *yb.shape)
-                losses = batched_loss(space.unflatten(samples), bufs, xs, ys)
+                losses = batch_losses(space.unflatten(samples), bufs, index)
                 (grads,) = torch.autograd.grad(losses.mean(), leaf)
                 # A point's two segments pull it with weights w and 1 - w (1 in expectation);
                 # the mean over the k + 1 segments divides that by k + 1: undo it, so the step
@@ -254,17 +249,47 @@ def joint_path_points(
     return points, history, stopped
 
 
+def shared_batch_losses(space: ParamSpace, train: Batch) -> Callable[..., Tensor]:
+    """``losses(named, buffers, index) -> (n,)``: the mean training loss of each of ``n`` points
+    (``named`` and ``buffers`` with a leading ``n``) on one shared batch, the samples ``index``
+    (B,) of the in-memory ``train``. Every point sees the same samples; dropout draws differ.
+
+    ``(x, y)`` tensors read by the default rules are indexed and broadcast to the points as
+    views; any other batch structure is read through its adapter, one copy per point.
+    """
+    if train.reads_pairs:
+        x, y = train.raw
+        pair_loss = vmap(member_loss_fn(space, train.adapter.loss_fn), randomness="different")
+
+        def pair_losses(named: Mapping[str, Tensor], bufs: Any, index: Tensor) -> Tensor:
+            n = next(iter(named.values())).shape[0]
+            index = index.to(x.device)
+            xb, yb = x[index], y[index]
+            return pair_loss(named, bufs, xb.expand(n, *xb.shape), yb.expand(n, *yb.shape))
+
+        return pair_losses
+    batch_loss = vmap(
+        member_batch_loss_fn(space, train.adapter),
+        in_dims=(0, 0, train.member_dims()),
+        randomness="different",
+    )
+
+    def read_losses(named: Mapping[str, Tensor], bufs: Any, index: Tensor) -> Tensor:
+        n = next(iter(named.values())).shape[0]
+        return batch_loss(named, bufs, train.rows(index.expand(n, -1)))
+
+    return read_losses
+
+
 def benton_simplex(
     space: ParamSpace,
     optima: Tensor,
     starts: Tensor,
-    x_train: Tensor,
-    y_train: Tensor,
+    train: Batch,
     options: ConnectorOptions,
     *,
     seed: int,
     buffers: Mapping[str, Tensor] | None,
-    loss_fn: LossFn | None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Benton et al. (2021): train the connector's free vertices ``starts`` (P, D) on
     ``E_{simplex, w ~ Dir(1)} L(w @ corners) - benton_volume * E log vol(simplex)``.
@@ -273,7 +298,7 @@ def benton_simplex(
     """
     m = optima.shape[0] - 1
     points = starts.detach().clone()
-    n_train, n_points = x_train.shape[0], points.shape[0]
+    n_train, n_points = train.size, points.shape[0]
     steps_per_epoch = math.ceil(n_train / options.batch_size)
     schedule = make_schedule(options.schedule, steps_per_epoch, options.epochs)
     optimizer = make_optimizer(options.optimizer)
@@ -282,7 +307,7 @@ def benton_simplex(
     active = torch.ones(n_points, 1, dtype=torch.bool, device=points.device)
     fixed = dict(buffers) if buffers is not None else dict(space.model.named_buffers())
     n_s = options.benton_samples
-    batched_loss = vmap(member_loss_fn(space, loss_fn), randomness="different")
+    batch_losses = shared_batch_losses(space, train)
     history = {
         name: torch.full((n_points, options.epochs + 1), float("nan"))
         for name in ("train_loss", "train_acc")
@@ -292,13 +317,7 @@ def benton_simplex(
 
     def record(epoch: int) -> None:
         loss, acc = evaluate_points(
-            space,
-            points,
-            x_train,
-            y_train,
-            buffers=fixed,
-            loss_fn=loss_fn,
-            sample_chunk=options.eval_batch_size,
+            space, points, train, buffers=fixed, sample_chunk=options.eval_batch_size
         )
         history["train_loss"][:, epoch], history["train_acc"][:, epoch] = loss.cpu(), acc.cpu()
 
@@ -312,8 +331,6 @@ def benton_simplex(
             torch.manual_seed(derive_seed(seed, "dropout", "benton", epoch))
             for batch in range(steps_per_epoch):
                 index = order[batch * options.batch_size : (batch + 1) * options.batch_size]
-                index = index.to(x_train.device)
-                xb, yb = x_train[index], y_train[index]
                 simplices = sample_simplices(m, options.shape, n_s, gen)
                 w = dirichlet_samples(simplex_dummy, n_s, generator=gen)
                 weights = scatter_weights(simplices, w, m + 1 + n_points).to(points)
@@ -322,9 +339,7 @@ def benton_simplex(
                 samples = weights @ verts  # (n_s, D); gradients flow to the free vertices
                 # Each sample gets its own copy of the buffers (BatchNorm updates them in place).
                 bufs = {k: v.unsqueeze(0).repeat(n_s, *[1] * v.dim()) for k, v in fixed.items()}
-                xs = xb.unsqueeze(0).expand(n_s, *xb.shape)
-                ys = yb.unsqueeze(0).expand(n_s, *yb.shape)
-                losses = batched_loss(space.unflatten(samples), bufs, xs, ys)
+                losses = batch_losses(space.unflatten(samples), bufs, index)
                 objective = losses.mean()
                 if options.benton_volume > 0:
                     v64 = verts.to(torch.float64)
@@ -358,18 +373,31 @@ def as_optima(optima: Tensor, space: ParamSpace, what: str) -> Tensor:
     return optima.clone()
 
 
-def prepare_data(data: Any, like: Tensor) -> tuple[Tensor, Tensor, dict[str, Split]]:
-    """Train tensors plus the ``train``/``test`` splits, on ``like``'s device and dtype."""
-    x_train, y_train, splits = training_data(data)
+def prepare_data(
+    data: Any, like: Tensor, adapter: BatchAdapter | None, loss_fn: LossFn | None
+) -> tuple[Batch, dict[str, Batch]]:
+    """``(train, splits)``: the training batch and the ``train``/``test`` splits, in memory.
 
-    def move(x: Tensor, y: Tensor) -> Split:
-        dtype = like.dtype if x.is_floating_point() else None
-        return x.to(device=like.device, dtype=dtype), y.to(like.device)
+    ``data`` is anything :func:`~lossatlas.data.adapter.training_batches` reads, read with
+    ``adapter`` (``loss_fn`` filled in when the adapter sets no loss); every batch is moved to
+    ``like``'s device, its floating tensors in ``like``'s dtype.
+    """
+    _, splits = training_batches(data, adapter)
+    reader = resolve_adapter(adapter, loss_fn)
+    kept: dict[str, Batch] = {
+        name: Batch.read(splits[name].raw, reader).to(like.device, like.dtype)
+        for name in ("train", "test")
+        if name in splits
+    }
+    return kept["train"], kept
 
-    kept: dict[str, Split] = {s: move(*splits[s]) for s in ("train", "test") if s in splits}
-    kept.setdefault("train", move(x_train, y_train))
-    x, y = kept["train"]
-    return x, y, kept
+
+def labels_comparable(batch: Batch) -> bool:
+    """Whether the batch's target is class labels, so predicted labels (argmax of the logits)
+    can be compared between points; a regression target or none has no such labels."""
+    return batch.target is not None and not (
+        batch.target.is_floating_point() or batch.target.is_complex()
+    )
 
 
 def segment(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
@@ -409,22 +437,16 @@ def blocks(cosines: Tensor) -> dict[str, float]:
 def evaluate_all(
     space: ParamSpace,
     thetas: Tensor,
-    splits: Mapping[str, Split],
+    splits: Mapping[str, Batch],
     buffers: Mapping[str, Tensor] | None,
-    loss_fn: LossFn | None,
     options: ConnectorOptions,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Loss and accuracy ``(B,)`` of every point on every split."""
+    """Loss and accuracy ``(B,)`` of every point on every split (accuracy NaN where a split
+    has none, as for a regression target)."""
     loss: dict[str, Tensor] = {}
     acc: dict[str, Tensor] = {}
-    for split, (x, y) in splits.items():
+    for split, batch in splits.items():
         loss[split], acc[split] = evaluate_points(
-            space,
-            thetas,
-            x,
-            y,
-            buffers=buffers,
-            loss_fn=loss_fn,
-            sample_chunk=options.eval_batch_size,
+            space, thetas, batch, buffers=buffers, sample_chunk=options.eval_batch_size
         )
     return loss, acc

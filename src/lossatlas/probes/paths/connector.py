@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lossatlas.data.batches import BatchAdapter
 from lossatlas.evaluate import LossFn
 from lossatlas.params import ParamSpace
 from lossatlas.probes._simplex import (
@@ -164,6 +165,7 @@ def m_connector(
     options: ConnectorOptions | None = None,
     buffers: Mapping[str, Tensor] | None = None,
     loss_fn: LossFn | None = None,
+    adapter: BatchAdapter | None = None,
 ) -> Connector:
     """Connect ``m + 1`` optima ``(m + 1, D)`` through optimised points, paper A5.
 
@@ -177,17 +179,23 @@ def m_connector(
 
     Args:
         model: any ``nn.Module`` (a template; its parameters are not changed).
-        data: ``(X, y)``, a ``DataLoader`` or a lossatlas ``Dataset``.
+        data: ``(X, y)``, a ``DataLoader`` (of ``(x, y)`` or of dict batches) or a lossatlas
+            ``Dataset``; read whole into memory (every point draws its own data order).
         optima: ``(m + 1, D)``, ``m >= 1``, affinely independent.
         options: :class:`ConnectorOptions`.
         buffers: name -> tensor used at every point (default: the module's).
         loss_fn: ``loss(logits, y) -> mean``; cross-entropy by default.
+        adapter: how to read the batches, call the model and score its outputs
+            (:class:`~lossatlas.data.batches.BatchAdapter`); accuracies are NaN without class
+            labels (a regression target).
 
     Returns:
         A :class:`Connector`.
     """
     with modes_restored(model):
-        return _m_connector(model, data, optima, options or ConnectorOptions(), buffers, loss_fn)
+        return _m_connector(
+            model, data, optima, options or ConnectorOptions(), buffers, loss_fn, adapter
+        )
 
 
 def _m_connector(
@@ -197,6 +205,7 @@ def _m_connector(
     opts: ConnectorOptions,
     buffers: Mapping[str, Tensor] | None,
     loss_fn: LossFn | None,
+    adapter: BatchAdapter | None,
 ) -> Connector:
     space = ParamSpace(model)
     verts = as_optima(optima.detach(), space, "optima")
@@ -208,7 +217,7 @@ def _m_connector(
             f"shape='subdivision' with m={m} would optimise {face_count(m, opts.shape)} points; "
             "use m <= 7 or another shape"
         )
-    x_train, y_train, splits = prepare_data(data, verts)
+    train, splits = prepare_data(data, verts, adapter, loss_fn)
     basis = orthonormal_span(verts)
     sets = face_sets(m, opts.shape)
     bary = torch.zeros(len(sets), m + 1, dtype=torch.float64)
@@ -216,9 +225,7 @@ def _m_connector(
         bary[i, list(s)] = 1.0 / len(s)
     start_points = bary.to(verts) @ verts
     seed = derive_seed(opts.seed, "connector")
-    optima_loss, _ = evaluate_all(
-        space, verts, {"train": (x_train, y_train)}, buffers, loss_fn, opts
-    )
+    optima_loss, _ = evaluate_all(space, verts, {"train": train}, buffers, opts)
     reference = float(optima_loss["train"].mean())
     stopped_at = None
     if opts.method == "projected":
@@ -226,13 +233,11 @@ def _m_connector(
             space,
             start_points,
             basis,
-            x_train,
-            y_train,
+            train,
             opts,
             member_ids=torch.arange(len(sets)),
             seed=seed,
             buffers=buffers,
-            loss_fn=loss_fn,
             reference=reference,
         )
         points, history = population.params, population.history
@@ -242,12 +247,10 @@ def _m_connector(
             space,
             verts,
             start_points,
-            x_train,
-            y_train,
+            train,
             opts,
             seed=seed,
             buffers=buffers,
-            loss_fn=loss_fn,
         )
 
     n_vertices = m + 1 + len(sets)
@@ -263,7 +266,7 @@ def _m_connector(
     samples = w @ torch.cat([verts, points])
     hull = w @ torch.cat([verts, start_points])
     everything = torch.cat([samples, hull, verts, start_points[:1], points])
-    loss, acc = evaluate_all(space, everything, splits, buffers, loss_fn, opts)
+    loss, acc = evaluate_all(space, everything, splits, buffers, opts)
     n_s, n_o = samples.shape[0], m + 1
     cuts = {"samples": (0, n_s), "hull": (n_s, 2 * n_s), "optima": (2 * n_s, 2 * n_s + n_o)}
     cuts["centroid"] = (2 * n_s + n_o, 2 * n_s + n_o + 1)

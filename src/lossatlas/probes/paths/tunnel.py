@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lossatlas.data.batches import Batch, BatchAdapter
 from lossatlas.evaluate import LossFn, predict_points
 from lossatlas.params import ParamSpace
 from lossatlas.probes._simplex import orthonormal_span, polyline
@@ -20,6 +22,7 @@ from lossatlas.probes.paths._fit import (
     deviation_cosines,
     evaluate_all,
     joint_path_points,
+    labels_comparable,
     modes_restored,
     optimise_points,
     prepare_data,
@@ -189,6 +192,7 @@ def tunnel(
     options: ConnectorOptions | None = None,
     buffers: Mapping[str, Tensor] | None = None,
     loss_fn: LossFn | None = None,
+    adapter: BatchAdapter | None = None,
 ) -> Tunnel:
     """Optimise a tunnel between ``theta_a`` and ``theta_b`` (each ``(D,)``), paper A3.
 
@@ -203,18 +207,22 @@ def tunnel(
 
     Args:
         model: any ``nn.Module`` (a template; its parameters are not changed).
-        data: ``(X, y)``, a ``DataLoader`` or a lossatlas ``Dataset``.
+        data: ``(X, y)``, a ``DataLoader`` (of ``(x, y)`` or of dict batches) or a lossatlas
+            ``Dataset``; read whole into memory (every point draws its own data order).
         theta_a, theta_b: ``(D,)`` the optima (they decide dtype and device).
         options: :class:`ConnectorOptions`.
         buffers: name -> tensor used at every point (default: the module's).
         loss_fn: ``loss(logits, y) -> mean``; cross-entropy by default.
+        adapter: how to read the batches, call the model and score its outputs
+            (:class:`~lossatlas.data.batches.BatchAdapter`). Without class labels (a
+            regression target) the accuracies and label disagreements are NaN.
 
     Returns:
         A :class:`Tunnel`.
     """
     with modes_restored(model):
         return _tunnel(
-            model, data, theta_a, theta_b, options or ConnectorOptions(), buffers, loss_fn
+            model, data, theta_a, theta_b, options or ConnectorOptions(), buffers, loss_fn, adapter
         )
 
 
@@ -226,6 +234,7 @@ def _tunnel(
     opts: ConnectorOptions,
     buffers: Mapping[str, Tensor] | None,
     loss_fn: LossFn | None,
+    adapter: BatchAdapter | None,
 ) -> Tunnel:
     space = ParamSpace(model)
     for name, theta in (("theta_a", theta_a), ("theta_b", theta_b)):
@@ -233,30 +242,26 @@ def _tunnel(
             raise ValueError(f"{name} must have shape ({space.dim},), got {tuple(theta.shape)}")
     ends = as_optima(torch.stack([theta_a.detach(), theta_b.detach()]), space, "theta_a/b")
     a, b = ends[0], ends[1]
-    x_train, y_train, splits = prepare_data(data, a)
+    train, splits = prepare_data(data, a, adapter, loss_fn)
     k = opts.points
     t_points = torch.arange(1, k + 1, dtype=torch.float64) / (k + 1)
     line_points = segment(a, b, t_points)
-    end_loss, _ = evaluate_all(space, ends, {"train": (x_train, y_train)}, buffers, loss_fn, opts)
+    end_loss, _ = evaluate_all(space, ends, {"train": train}, buffers, opts)
     reference = float(end_loss["train"].mean())
     basis = orthonormal_span(ends)
     population = optimise_points(
         space,
         line_points,
         basis,
-        x_train,
-        y_train,
+        train,
         opts,
         member_ids=torch.arange(k),
         seed=derive_seed(opts.seed, "tunnel"),
         buffers=buffers,
-        loss_fn=loss_fn,
         reference=reference,
     )
     points = population.params
-    final_loss, _ = evaluate_all(
-        space, points, {"train": (x_train, y_train)}, buffers, loss_fn, opts
-    )
+    final_loss, _ = evaluate_all(space, points, {"train": train}, buffers, opts)
     convergence = Convergence.of(
         final_loss["train"], reference, opts.tolerance, population.stopped_at
     )
@@ -270,12 +275,10 @@ def _tunnel(
             b,
             line_points,
             basis,
-            x_train,
-            y_train,
+            train,
             opts,
             seed=derive_seed(opts.seed, "tunnel", "joint"),
             buffers=buffers,
-            loss_fn=loss_fn,
             reference=reference,
         )
     deviations = points - line_points
@@ -292,20 +295,11 @@ def _tunnel(
         paths.append(polyline(torch.cat([a[None], joint_points, b[None]]), node_t, path_t))
     n_path = path_t.shape[0]
     every = torch.cat(paths)  # (2P or 3P, D)
-    loss, acc = evaluate_all(space, every, splits, buffers, loss_fn, opts)
-    both = every[: 2 * n_path]
+    loss, acc = evaluate_all(space, every, splits, buffers, opts)
     dis_split = "test" if "test" in splits else "train"
-    labels = predict_points(
-        space,
-        both,
-        splits[dis_split][0],
-        buffers=buffers,
-        sample_chunk=opts.eval_batch_size,
-    ).argmax(dim=-1)  # (2P, N)
-    # The line's first and last points *are* theta_a and theta_b, bit for bit.
-    label_a, label_b = labels[0], labels[n_path - 1]
-    dis_a = (labels != label_a).to(torch.float64).mean(dim=1)
-    dis_b = (labels != label_b).to(torch.float64).mean(dim=1)
+    dis_a, dis_b, dis_ends = _disagreements(
+        space, every[: 2 * n_path], splits[dis_split], buffers, opts
+    )
 
     return Tunnel(
         endpoints=ends,
@@ -324,7 +318,7 @@ def _tunnel(
         disagreement_b_line=dis_b[:n_path],
         disagreement_a_tunnel=dis_a[n_path:],
         disagreement_b_tunnel=dis_b[n_path:],
-        disagreement_endpoints=float((label_a != label_b).to(torch.float64).mean()),
+        disagreement_endpoints=dis_ends,
         disagreement_split=dis_split,
         history=population.history,
         convergence=convergence,
@@ -337,3 +331,27 @@ def _tunnel(
         joint_stopped_at=joint_stopped,
         options=opts,
     )
+
+
+def _disagreements(
+    space: ParamSpace,
+    both: Tensor,
+    batch: Batch,
+    buffers: Mapping[str, Tensor] | None,
+    opts: ConnectorOptions,
+) -> tuple[Tensor, Tensor, float]:
+    """``(P2,)`` fractions of ``batch``'s samples whose predicted label at each of the line's
+    and tunnel's points ``both`` (P2, D) differs from endpoint a's and from b's, and the
+    endpoints' own disagreement; NaN when the target holds no class labels (regression)."""
+    if not labels_comparable(batch):
+        nan = torch.full((both.shape[0],), math.nan, dtype=torch.float64)
+        return nan, nan.clone(), math.nan
+    labels = predict_points(
+        space, both, batch, buffers=buffers, sample_chunk=opts.eval_batch_size
+    ).argmax(dim=-1)  # (P2, N)
+    n_path = both.shape[0] // 2
+    # The line's first and last points *are* theta_a and theta_b, bit for bit.
+    label_a, label_b = labels[0], labels[n_path - 1]
+    dis_a = (labels != label_a).to(torch.float64).mean(dim=1)
+    dis_b = (labels != label_b).to(torch.float64).mean(dim=1)
+    return dis_a, dis_b, float((label_a != label_b).to(torch.float64).mean())

@@ -7,7 +7,8 @@ population draws its own data order, which needs random access to all samples.
 :func:`training_batches` reads any batch structure through :mod:`lossatlas.data.batches`
 (dict batches, several inputs, a :class:`~lossatlas.data.batches.BatchAdapter`), for the
 population trainers and the path fitters; :func:`training_data` gives ``(X, y)`` tensors, for
-the dense Hessian and the studies' stages. The probes stream data through :mod:`lossatlas.data.batches` instead.
+the dense Hessian and the studies' stages. The probes stream data through
+:mod:`lossatlas.data.batches` instead.
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 
 from lossatlas.checkpoint import save_checkpoint
 from lossatlas.cli import app
-from lossatlas.config import load_config
+from lossatlas.config import SurfaceOptions, WidthOptions, fingerprint_dump, load_config
 from lossatlas.context import run_dataset, template_model
+from lossatlas.stages.output import read_output
 from lossatlas.store import AtlasStore
 from lossatlas.studies.config import RunConfig
 
@@ -77,3 +78,28 @@ def test_probe_errors_are_one_line(tmp_path: Path, trained: Path) -> None:
         app, ["width", "--out", str(tmp_path / "ck"), "--preset", "smoke", "--checkpoint", str(bad)]
     )
     assert corrupt.exit_code == 2 and "corrupt" in corrupt.output
+
+
+def test_autocast_probes_report_their_error_and_leave_default_fingerprints_alone(
+    trained: Path,
+) -> None:
+    for command in (["width", "--directions", "3"], ["surface", "--dims", "1", "--steps", "5"]):
+        result = runner.invoke(
+            app, [*command, "--out", str(trained), "--autocast", "bf16", "--name", "bf16"]
+        )
+        assert result.exit_code == 0, result.output
+        kind = command[0]
+        scalars = read_output(AtlasStore.open(trained), f"probes/{kind}/bf16").scalars
+        assert scalars["autocast"] == "bf16"
+        # bf16 keeps 8 mantissa bits: a relative loss error of order 1e-3, never zero, never 10%.
+        assert 0.0 < scalars["autocast_max_rel_error"] < 0.05
+        assert scalars["autocast_checked_points"] >= 2
+    bad = runner.invoke(app, ["width", "--out", str(trained), "--autocast", "fp8"])
+    assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1
+    # Left at its default, autocast is not in the fingerprint: runs made before the option
+    # existed resume.
+    assert fingerprint_dump(WidthOptions()) == WidthOptions().model_dump(
+        mode="json", exclude={"autocast"}
+    )
+    assert fingerprint_dump(SurfaceOptions(autocast="fp16"))["autocast"] == "fp16"
+    assert "row_chunks" not in fingerprint_dump(SurfaceOptions(), exclude={"row_chunks"})

@@ -267,6 +267,13 @@ CheckpointOption = Annotated[
     ),
 ]
 NameOption = Annotated[str, typer.Option(help="Name of this probe run inside the store.")]
+AutocastOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Evaluate under torch.autocast in bf16 or fp16 (default off); the loss error "
+        "against full precision is reported."
+    ),
+]
 
 
 def _probe_executor(executor: str | None, ray_address: str | None) -> Any:
@@ -370,6 +377,7 @@ def width(
         bool | None,
         typer.Option(help="Also track width over the stored training snapshots (default off)."),
     ] = None,
+    autocast: AutocastOption = None,
     name: NameOption = "default",
     wait: WaitOption = False,
     overrides: OverridesArg = None,
@@ -389,6 +397,7 @@ def width(
             "split": split,
             "seed": seed,
             "snapshots": snapshots,
+            "autocast": autocast,
         }
     )
     where = (out, member, checkpoint, preset, config, overrides)
@@ -437,6 +446,7 @@ def surface(
         int | None,
         typer.Option(help="Grid rows are split into this many units of work (default 4)."),
     ] = None,
+    autocast: AutocastOption = None,
     name: NameOption = "default",
     executor: ExecutorOption = None,
     ray_address: RayAddressOption = None,
@@ -458,6 +468,7 @@ def surface(
             "seed": seed,
             "bn_recompute": bn_recompute,
             "row_chunks": row_chunks,
+            "autocast": autocast,
         }
     )
     where = (out, member, checkpoint, preset, config, overrides)

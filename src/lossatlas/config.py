@@ -7,6 +7,7 @@ silently falls back to a default.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -34,6 +35,7 @@ __all__ = [
     "apply_overrides",
     "available_presets",
     "core_config",
+    "fingerprint_dump",
     "load_config",
 ]
 
@@ -326,6 +328,34 @@ def load_config(
 # --------------------------------------------------------------------------- probe options
 
 
+# An options field marked so is fingerprinted only when it is set away from its default: a field
+# added to an options model then leaves the fingerprints of runs made before it as they were, so
+# those runs resume instead of conflicting with their own store.
+WHEN_SET: dict[str, Any] = {"fingerprint": "when_set"}
+
+
+def fingerprint_dump(options: BaseModel, exclude: Collection[str] = ()) -> dict[str, Any]:
+    """``options`` as JSON for a fingerprint: the fields in ``exclude`` left out, and so is every
+    field marked :data:`WHEN_SET` while it holds its default."""
+    skipped = set(exclude)
+    for name, field in type(options).model_fields.items():
+        extra = field.json_schema_extra
+        if not (isinstance(extra, dict) and extra.get("fingerprint") == "when_set"):
+            continue
+        if getattr(options, name) == field.get_default(call_default_factory=True):
+            skipped.add(name)
+    return options.model_dump(mode="json", exclude=skipped)
+
+
+def _autocast_field() -> Any:
+    return Field(
+        None,
+        description="run the forward passes under torch.autocast in bf16 or fp16 (default off: "
+        "full precision); the loss error this makes against full precision is reported",
+        json_schema_extra=WHEN_SET,
+    )
+
+
 class WidthOptions(StrictModel):
     """``lossatlas width``: tunnel width along random directions (PAPERS A6)."""
 
@@ -342,6 +372,7 @@ class WidthOptions(StrictModel):
         description="also track width over the member's stored "
         "training snapshots (needs train.snapshot_every > 0)",
     )
+    autocast: Literal["bf16", "fp16"] | None = _autocast_field()
 
 
 class SurfaceOptions(StrictModel):
@@ -367,6 +398,7 @@ class SurfaceOptions(StrictModel):
         "one per row); says where the work runs, not what it computes, so it may change "
         "between runs of one probe",
     )
+    autocast: Literal["bf16", "fp16"] | None = _autocast_field()
 
 
 # Curvature thresholds of the wedge paper's short-direction counts (PAPERS A4).

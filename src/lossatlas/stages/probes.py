@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from lossatlas.config import Config
+from lossatlas.config import Config, fingerprint_dump
 from lossatlas.context import open_store
 from lossatlas.errors import StoreError
 from lossatlas.execute import Executor, LocalExecutor, executor_for
@@ -123,6 +123,8 @@ def run_probe(
     default: the one ``request.config``'s ``execution`` section asks for, else a local one.
     ``runtime_options`` names options that say how the work is split, not what it computes
     (e.g. ``row_chunks``): they are left out of the fingerprint, so changing them is no conflict.
+    Options marked :data:`~lossatlas.config.WHEN_SET` (``autocast``) are fingerprinted only when
+    set, so a probe run made before they existed resumes with their default.
 
     Returns ``(group, ran)``: ``ran`` is false when a completed result was already there.
     """
@@ -140,7 +142,7 @@ def run_probe(
     )
     group = f"{PROBES_GROUP}/{kind}/{name}"
     fingerprint = {
-        "options": options.model_dump(mode="json", exclude=set(runtime_options)),
+        "options": fingerprint_dump(options, exclude=runtime_options),
         "source": target.source,
     }
     jobs = ProbeJobs(request, group, executor)

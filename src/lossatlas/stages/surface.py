@@ -18,6 +18,7 @@ The stage stacks the blocks into one surface: the same arrays, figures and scala
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,6 +50,8 @@ DESCRIPTION = "Loss on lines and planes through the point."
 # Options that say how the grid is split into jobs, not what it holds: not fingerprinted.
 _RUNTIME_OPTIONS = frozenset({"row_chunks"})
 _SETUP_STEP = "setup"
+# With autocast, each block of rows measures its loss error against full precision.
+_AUTOCAST_KEYS = ("autocast_max_abs_error", "autocast_max_rel_error", "autocast_checked_points")
 _DIRECTIONS_PART = "directions"
 
 
@@ -117,10 +120,12 @@ def surface_rows_part(
         split=options.split,
         bn_data=target.dataset.split("train")[0] if options.bn_recompute else None,
         rows=(start, stop),
+        autocast=options.autocast,
     )
     arrays = result.to_arrays()
     return StageOutput(
-        arrays={k: v for k, v in arrays.items() if k not in ("center", "directions")}
+        arrays={k: v for k, v in arrays.items() if k not in ("center", "directions")},
+        scalars={k: v for k, v in result.meta.items() if k in _AUTOCAST_KEYS},
     )
 
 
@@ -180,16 +185,19 @@ def compute_surface(target: Target, options: SurfaceOptions, jobs: ProbeJobs) ->
         )
         figures["surface_3d.html"] = plotly_to_html(plot_surface_3d(result, log=True))
     loss = result.loss
-    return StageOutput(
-        arrays=result.to_arrays(),
-        figures=figures,
-        scalars={
-            "loss_center": float(loss.flatten()[loss.numel() // 2]),
-            "loss_min": float(loss.min()),
-            "loss_max": float(loss.max()),
-            "points": int(loss.numel()),
-        },
-    )
+    scalars: dict[str, Any] = {
+        "loss_center": float(loss.flatten()[loss.numel() // 2]),
+        "loss_min": float(loss.min()),
+        "loss_max": float(loss.max()),
+        "points": int(loss.numel()),
+    }
+    if options.autocast is not None:
+        checked = [done[part.id].scalars for part in parts]
+        scalars["autocast"] = options.autocast
+        for key in _AUTOCAST_KEYS[:2]:  # the worst block's error
+            scalars[key] = max(float(block[key]) for block in checked)
+        scalars["autocast_checked_points"] = sum(int(b[_AUTOCAST_KEYS[2]]) for b in checked)
+    return StageOutput(arrays=result.to_arrays(), figures=figures, scalars=scalars)
 
 
 def surface_stage(

@@ -33,6 +33,7 @@ def _width_kwargs(options: WidthOptions) -> dict[str, Any]:
         "tol": options.tol,
         "seed": options.seed,
         "split": options.split,
+        "autocast": options.autocast,
     }
 
 
@@ -62,6 +63,7 @@ def compute_width(target: Target, options: WidthOptions, jobs: ProbeJobs) -> Sta
             "base_loss": width.base_loss,
             "threshold": width.threshold,
             "censored": width.censored,
+            **_autocast_scalars(options, width.autocast_error),
         },
         figures={"width_distribution.png": figure_to_png(plot_width_distribution(width))},
     )
@@ -81,6 +83,14 @@ def compute_width(target: Target, options: WidthOptions, jobs: ProbeJobs) -> Sta
             plot_width_vs_norm({target.source: curve})
         )
     return output
+
+
+def _autocast_scalars(options: WidthOptions, error: dict[str, Any] | None) -> dict[str, Any]:
+    """With autocast: its dtype and the loss error against full precision at the base point and
+    every ray's end (``autocast_max_abs_error``, ``autocast_max_rel_error``, ...)."""
+    if options.autocast is None or error is None:
+        return {}
+    return {"autocast": options.autocast, **{f"autocast_{k}": v for k, v in error.items()}}
 
 
 def _training_snapshots(target: Target) -> Any:

@@ -209,3 +209,9 @@ def test_threads_option_sets_torch_threads_and_keeps_the_numbers(tmp_path: Path)
     assert_user_error(
         invoke("train", "--out", str(tmp_path / "x"), *SMOKE, "--threads", "0"), "execution.threads"
     )
+
+
+def test_help_names_the_ray_extra() -> None:
+    # Rich reads "[ray]" as markup unless it is escaped; the help then said "needs lossatlas".
+    result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "lossatlas[ray]" in result.output

@@ -56,8 +56,9 @@ ExecutorOption = Annotated[
     str | None,
     typer.Option(
         "--executor",
-        help="Where units of work run: local (this process) or ray (needs lossatlas[ray]). "
-        "Default: the config's execution.executor (local).",
+        # "\\[" keeps rich from reading "[ray]" as markup (the help said "needs lossatlas").
+        help="Where units of work run: local (this process) or ray (needs "
+        "pip install lossatlas\\[ray]). Default: the config's execution.executor (local).",
     ),
 ]
 RayAddressOption = Annotated[

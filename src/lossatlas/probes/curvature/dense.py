@@ -9,6 +9,9 @@ fastest on 2 cores (cnn1d width 16, D = 2474, 512 samples: 3.7 ms per column aga
 vmapped in blocks of 8-256, whose grouped convolutions are slow there; MLPs were within 10% of
 each other either way). On an accelerator the block is as large as the memory budget allows.
 
+With the default loss, the block of a final ``Linear`` head is taken in closed form instead
+(:mod:`lossatlas.probes.curvature._head`): only the other parameters' columns are products.
+
 Memory is bounded by ``memory_bytes``: the sample chunk and the block are sized from the
 activations of one sample (counted by a forward pass), so that
 ``chunk x block x activations x 4 x itemsize`` (primal and tangent, forward and backward)
@@ -29,6 +32,7 @@ from torch.func import grad, jvp, linearize, vmap
 from lossatlas.data.adapter import train_tensors
 from lossatlas.evaluate import LossFn
 from lossatlas.params import ParamSpace
+from lossatlas.probes.curvature._head import Head, find_head, head_block
 from lossatlas.probes.curvature.operator import DENSE_MAX_DIM, HessianOperator, eval_mode
 
 __all__ = ["DENSE_MEMORY_BYTES", "dense_hessian", "hessian_spectrum"]
@@ -133,6 +137,10 @@ def dense_hessian(
         else:
             block_size = max(1, memory_bytes // (per_column * min(chunk, n)))
     loss = loss_fn or F.cross_entropy
+    head = _closed_form_head(model, space, op, x, y, loss_fn)
+    columns = torch.arange(dim, device=op.device)
+    if head is not None:  # the head's own columns come from the closed form and symmetry
+        columns = columns[~torch.isin(columns, head.index)]
     total = torch.zeros(op.shape, dtype=op.dtype, device=op.device)
     with eval_mode(model, True), torch.no_grad(), warnings.catch_warnings():
         # torch's const-folding pass (inside linearize) warns about an internal detail.
@@ -145,15 +153,39 @@ def dense_hessian(
                 return loss(space.forward(theta, xs, op.buffers), ys)
 
             product = _product(grad(chunk_loss), op.params, block_size)
-            for c in range(0, dim, block_size):
+            for c in range(0, columns.numel(), block_size):
+                rows = columns[c : c + block_size]
                 # H is symmetric: H e_i is row i as well as column i.
-                total[c : c + block_size].add_(product(_basis(c, block_size, op)), alpha=weight)
+                total[rows] += weight * product(_basis(rows, op))
+            if head is not None:
+                block = head_block(head, space, op.params, xs, op.buffers) / n
+                total[head.index.unsqueeze(1), head.index] += block.to(total.dtype)
+    if head is not None:
+        # The head's rows hold only its own block so far; its cross terms are the other
+        # parameters' rows, transposed.
+        total[head.index.unsqueeze(1), columns] = total[columns.unsqueeze(1), head.index].T
     return (total + total.T) / 2
 
 
-def _basis(start: int, size: int, op: HessianOperator) -> Tensor:
-    """Basis vectors ``e_start ... e_(start+size-1)`` as ``(size', D)`` (clipped at ``D``)."""
-    rows = torch.arange(start, min(start + size, op.dim), device=op.device)
+def _closed_form_head(
+    model: nn.Module,
+    space: ParamSpace,
+    op: HessianOperator,
+    x: Tensor,
+    y: Tensor,
+    loss_fn: LossFn | None,
+) -> Head | None:
+    """The head whose block :func:`head_block` gives exactly, when the loss allows it: the
+    default mean cross-entropy on class labels ``(N,)`` (negative labels would be ignored by
+    ``F.cross_entropy`` and change the mean)."""
+    if loss_fn is not None or y.dim() != 1 or y.is_floating_point() or bool((y < 0).any()):
+        return None
+    with eval_mode(model, True):
+        return find_head(model, space, op.params, x, op.buffers)
+
+
+def _basis(rows: Tensor, op: HessianOperator) -> Tensor:
+    """Basis vectors ``e_r`` for ``r`` in ``rows`` as ``(len(rows), D)``."""
     block = torch.zeros(rows.numel(), op.dim, dtype=op.dtype, device=op.device)
     block[torch.arange(rows.numel(), device=op.device), rows] = 1
     return block

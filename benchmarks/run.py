@@ -10,7 +10,7 @@ Peak memory is the largest *sum* of resident memory over the command's whole pro
 (Ray's raylet and workers included), sampled every 0.5 s: a multi-process run is charged for
 all of its processes, not only the largest one.
 
-    python benchmarks/run.py [--preset quick] [--executors local [ray]] [--out /tmp/...]
+    python benchmarks/run.py [--preset quick] [--executors local [processes] [ray]] [--out /tmp/...]
 """
 
 from __future__ import annotations

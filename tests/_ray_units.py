@@ -1,4 +1,8 @@
-"""Units for the Ray tests. Ray pickles these by value, so workers need not import ``tests``."""
+"""Units for the Ray and process-pool tests.
+
+Ray pickles these by value, so its workers need not import ``tests``; the process pool's
+spawned workers import them by name (they inherit the parent's ``sys.path``).
+"""
 
 from __future__ import annotations
 
@@ -58,3 +62,15 @@ def square(value: int) -> int:
 def bad_data(value: int) -> None:
     """A unit that fails the way bad user input does."""
     raise DataError(f"unit {value}: labels out of range")
+
+
+def torch_threads() -> int:
+    """The torch thread count of the process that runs the unit."""
+    import torch
+
+    return torch.get_num_threads()
+
+
+def worker_pid() -> int:
+    """The id of the process that runs the unit."""
+    return os.getpid()

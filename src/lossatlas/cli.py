@@ -57,8 +57,9 @@ ExecutorOption = Annotated[
     typer.Option(
         "--executor",
         # "\\[" keeps rich from reading "[ray]" as markup (the help said "needs lossatlas").
-        help="Where units of work run: local (this process) or ray (needs "
-        "pip install lossatlas\\[ray]). Default: the config's execution.executor (local).",
+        help="Where units of work run: local (this process), processes (a worker process "
+        "per core of this machine) or ray (needs pip install lossatlas\\[ray]). Default: the "
+        "config's execution.executor (local).",
     ),
 ]
 RayAddressOption = Annotated[

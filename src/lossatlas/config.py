@@ -147,8 +147,10 @@ class TrainConfig(StrictModel):
 class ExecutionConfig(StrictModel):
     """Where units of work run. Not part of any fingerprint: results do not depend on it."""
 
-    executor: Literal["local", "ray"] = Field(
-        "local", description="local: in this process, in order; ray: fanned out over a cluster"
+    executor: Literal["local", "processes", "ray"] = Field(
+        "local",
+        description="local: in this process, in order; processes: a pool of worker processes "
+        "on this machine, one per cpus_per_unit cores; ray: fanned out over a cluster",
     )
     ray_address: str | None = Field(
         None,
@@ -159,7 +161,10 @@ class ExecutionConfig(StrictModel):
         3, ge=0, description="times Ray re-runs a unit whose worker died (not on Python errors)"
     )
     cpus_per_unit: float = Field(
-        1.0, gt=0.0, description="CPUs Ray reserves per unit (also its torch thread count)"
+        1.0,
+        gt=0.0,
+        description="CPUs per unit, for ray and processes (Ray reserves them; processes runs "
+        "cores / cpus_per_unit workers); also each unit's torch thread count",
     )
     threads: int | None = Field(
         None,

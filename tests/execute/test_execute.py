@@ -76,7 +76,9 @@ def test_get_executor() -> None:
     executor = get_executor("local", progress=False)
     assert isinstance(executor, LocalExecutor)
     assert isinstance(executor, Executor)
-    with pytest.raises(ConfigError, match=r"unknown executor 'dask' \(available: local, ray\)"):
+    with pytest.raises(
+        ConfigError, match=r"unknown executor 'dask' \(available: local, processes, ray\)"
+    ):
         get_executor("dask")
     with pytest.raises(ConfigError, match="does not accept"):
         get_executor("local", workers=4)

@@ -6,7 +6,6 @@ Every test runs against a real local Ray instance (``ray.init(num_cpus=2)``) sta
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -27,17 +26,10 @@ from lossatlas.store import AtlasStore
 from lossatlas.studies.config import RunConfig
 from lossatlas.studies.run import run_all
 from tests import _ray_units
+from tests.execute._same_run import TINY, assert_same_numbers, tiny_config
 
 ray = pytest.importorskip("ray")
 from lossatlas.execute.ray import RayExecutor  # noqa: E402  (after the skip: needs ray)
-
-# A small but complete run: both studies, every step, each fanning out several units.
-# One replicate of 3 networks (cuts, tunnel and 2-connectors need 3) keeps the run tiny.
-TINY = [
-    "train.members=3",
-    "wedges.replicates=1",
-    "train.members_per_unit=1",
-]
 
 
 @pytest.fixture(scope="module")
@@ -54,33 +46,6 @@ def ray_instance() -> Iterator[Any]:
     )
     yield ray
     ray.shutdown()
-
-
-def tiny_config(*extra: str, executor: str = "local") -> RunConfig:
-    return load_config(
-        "smoke", overrides=[*TINY, *extra, f"execution.executor={executor}"], schema=RunConfig
-    )
-
-
-def assert_same_numbers(a: Any, b: Any, path: str = "") -> int:
-    """Every number in ``a`` equals ``b``'s to float tolerance; returns how many were compared."""
-    if isinstance(a, dict):
-        assert set(a) == set(b), path
-        return sum(assert_same_numbers(a[k], b[k], f"{path}/{k}") for k in a)
-    if isinstance(a, list):
-        assert len(a) == len(b), path
-        return sum(
-            assert_same_numbers(x, y, f"{path}[{i}]")
-            for i, (x, y) in enumerate(zip(a, b, strict=True))
-        )
-    if isinstance(a, float) and math.isnan(a):
-        assert isinstance(b, float) and math.isnan(b), path
-        return 1
-    if isinstance(a, (int, float)) and not isinstance(a, bool):
-        assert b == pytest.approx(a, rel=1e-5, abs=1e-7), path
-        return 1
-    assert a == b, path
-    return 0
 
 
 # --------------------------------------------------------------------------- identical results

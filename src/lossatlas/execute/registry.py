@@ -9,6 +9,7 @@ from lossatlas.config import Config, ExecutionConfig
 from lossatlas.errors import ConfigError
 from lossatlas.execute.base import Executor
 from lossatlas.execute.local import LocalExecutor
+from lossatlas.execute.processes import ProcessExecutor
 
 __all__ = ["executor_for", "get_executor", "ray_options"]
 
@@ -20,7 +21,11 @@ def _ray_executor(**options: Any) -> Executor:
     return RayExecutor(**options)
 
 
-_EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor, "ray": _ray_executor}
+_EXECUTORS: dict[str, Callable[..., Executor]] = {
+    "local": LocalExecutor,
+    "processes": ProcessExecutor,
+    "ray": _ray_executor,
+}
 
 
 def get_executor(name: str = "local", **options: Any) -> Executor:
@@ -65,4 +70,8 @@ def executor_for(config: Config | ExecutionConfig, *, progress: bool | None = No
         # Join the cluster now: a bad address or a missing extra fails before any work.
         executor.connect()  # type: ignore[attr-defined]
         return executor
+    if execution.executor == "processes":
+        # cpus_per_unit means the same as on Ray: each unit's cores, and its torch threads.
+        threads = max(1, int(execution.cpus_per_unit))
+        return get_executor("processes", threads=threads, progress=progress)
     return get_executor(execution.executor, progress=progress)

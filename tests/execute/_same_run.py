@@ -1,15 +1,20 @@
-"""One tiny but complete run, and the comparison of two runs' summaries: what the executor
-tests (Ray, the process pool) share."""
+"""What the executor tests (Ray, the process pool) share: one tiny but complete run, the
+comparison of two runs' summaries, and the contract for a unit whose worker dies."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lossatlas.config import load_config
+from lossatlas.errors import ExecutionError
+from lossatlas.execute import Executor, Unit, run_units
+from lossatlas.store import AtlasStore
 from lossatlas.studies.config import RunConfig
+from tests import _ray_units
 
 # A small but complete run: both studies, every step, each fanning out several units.
 # One replicate of 3 networks (cuts, tunnel and 2-connectors need 3) keeps the run tiny.
@@ -45,3 +50,18 @@ def assert_same_numbers(a: Any, b: Any, path: str = "") -> int:
         return 1
     assert a == b, path
     return 0
+
+
+def check_lost_unit_resumes(executor: Executor, out: Path, message: str) -> None:
+    """A unit whose worker dies is one error line matching ``message``; the unit that finished
+    keeps its marker, and a re-run runs only the lost one."""
+    store = AtlasStore.open(out, config={"name": "lost"})
+    dies = Unit("dies", _ray_units.die_once_marked, (str(out), "g", "ok"))
+    units = [Unit("ok", _ray_units.square, (3,)), dies]
+    with pytest.raises(ExecutionError, match=message) as info:
+        run_units(executor, store, "g", units)
+    assert "\n" not in str(info.value)
+    assert store.completed_units("g") == ["ok"]
+    again = [units[0], Unit("dies", _ray_units.square, (2,))]
+    assert run_units(executor, store, "g", again) == ["dies"]
+    assert sorted(store.completed_units("g")) == ["dies", "ok"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lossatlas.config import ModelConfig, load_config
-from lossatlas.errors import ConfigError, DataError, ExecutionError
+from lossatlas.errors import ConfigError, DataError
 from lossatlas.execute import Unit, executor_for, get_executor, run_units
 from lossatlas.execute.processes import ProcessExecutor
 from lossatlas.models import build_model
@@ -21,7 +21,7 @@ from lossatlas.store import AtlasStore
 from lossatlas.studies.config import RunConfig
 from lossatlas.studies.run import run_all
 from tests import _ray_units
-from tests.execute._same_run import assert_same_numbers, tiny_config
+from tests.execute._same_run import assert_same_numbers, check_lost_unit_resumes, tiny_config
 
 
 def test_results_come_back_in_order_from_two_workers() -> None:
@@ -66,18 +66,9 @@ def test_unit_errors_reach_the_caller_unchanged(tmp_path: Path) -> None:
 
 
 def test_dead_worker_is_one_error_and_the_rerun_resumes(tmp_path: Path) -> None:
-    store = AtlasStore.open(tmp_path, config={"name": "lost"})
+    # The pool is broken by the death; a fresh one replaces it for the re-run.
     executor = ProcessExecutor(workers=2, progress=False)
-    dies = Unit("dies", _ray_units.die_once_marked, (str(tmp_path), "g", "ok"))
-    units = [Unit("ok", _ray_units.square, (3,)), dies]
-    with pytest.raises(ExecutionError, match="'dies' was lost: a worker process died") as info:
-        run_units(executor, store, "g", units)
-    assert "\n" not in str(info.value)
-    assert store.completed_units("g") == ["ok"]
-    # A fresh pool replaces the broken one; only the lost unit runs again.
-    again = [units[0], Unit("dies", _ray_units.square, (2,))]
-    assert run_units(executor, store, "g", again) == ["dies"]
-    assert sorted(store.completed_units("g")) == ["dies", "ok"]
+    check_lost_unit_resumes(executor, tmp_path, "'dies' was lost: a worker process died")
 
 
 def _spectrum(seed: int) -> np.ndarray:

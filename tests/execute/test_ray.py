@@ -19,14 +19,19 @@ import numpy as np
 import pytest
 
 from lossatlas.config import load_config
-from lossatlas.errors import ConfigError, DataError, ExecutionError
+from lossatlas.errors import ConfigError, DataError
 from lossatlas.execute import Unit, get_executor, run_units
 from lossatlas.stages.train import train_stage
 from lossatlas.store import AtlasStore
 from lossatlas.studies.config import RunConfig
 from lossatlas.studies.run import run_all
 from tests import _ray_units
-from tests.execute._same_run import TINY, assert_same_numbers, tiny_config
+from tests.execute._same_run import (
+    TINY,
+    assert_same_numbers,
+    check_lost_unit_resumes,
+    tiny_config,
+)
 
 ray = pytest.importorskip("ray")
 from lossatlas.execute.ray import RayExecutor  # noqa: E402  (after the skip: needs ray)
@@ -115,18 +120,8 @@ def test_worker_killed_mid_unit_is_retried(ray_instance: Any, tmp_path: Path) ->
 def test_unit_lost_after_retries_is_one_error_and_resumable(
     ray_instance: Any, tmp_path: Path
 ) -> None:
-    store = AtlasStore.open(tmp_path, config={"name": "lost"})
     executor = RayExecutor(max_retries=0, progress=False)
-    dies = Unit("dies", _ray_units.die_once_marked, (str(tmp_path), "g", "ok"))
-    units = [Unit("ok", _ray_units.square, (3,)), dies]
-    with pytest.raises(ExecutionError, match="'dies' was lost on Ray after its retries") as info:
-        run_units(executor, store, "g", units)
-    assert "\n" not in str(info.value)
-    # The unit that finished keeps its marker; a re-run sends only the lost one.
-    assert store.completed_units("g") == ["ok"]
-    assert run_units(executor, store, "g", [units[0], Unit("dies", _ray_units.square, (2,))]) == [
-        "dies"
-    ]
+    check_lost_unit_resumes(executor, tmp_path, "'dies' was lost on Ray after its retries")
 
 
 def test_unit_errors_reach_the_driver_unchanged(ray_instance: Any, tmp_path: Path) -> None:

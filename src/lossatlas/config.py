@@ -166,6 +166,12 @@ class ExecutionConfig(StrictModel):
         description="CPUs per unit, for ray and processes (Ray reserves them; processes runs "
         "cores / cpus_per_unit workers); also each unit's torch thread count",
     )
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="processes: worker processes at once; default one per cpus_per_unit "
+        "cores, capped at one per GiB of available memory",
+    )
     threads: int | None = Field(
         None,
         ge=1,

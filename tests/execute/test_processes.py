@@ -13,7 +13,7 @@ import torch
 
 from lossatlas.config import ModelConfig, load_config
 from lossatlas.errors import ConfigError, DataError
-from lossatlas.execute import Unit, executor_for, get_executor, run_units
+from lossatlas.execute import Unit, executor_for, get_executor, processes, run_units
 from lossatlas.execute.processes import ProcessExecutor
 from lossatlas.models import build_model
 from lossatlas.probes.curvature.dense import hessian_spectrum
@@ -46,6 +46,25 @@ def test_worker_threads_follow_the_config() -> None:
     assert isinstance(executor, ProcessExecutor)
     assert executor.threads == 2
     assert executor.map([Unit("t", _ray_units.torch_threads)]) == [2]
+
+
+def test_worker_count_follows_cores_and_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = processes.available_memory()
+    assert real is None or real > 2**20  # /proc/meminfo read on Linux, None elsewhere
+    monkeypatch.setattr(processes, "available_cores", lambda: 64)
+    monkeypatch.setattr(processes, "available_memory", lambda: 10 * 2**30 + 5)
+    assert ProcessExecutor().workers == 10  # memory, not the 64 cores, decides
+    assert ProcessExecutor(threads=8).workers == 8
+    monkeypatch.setattr(processes, "available_memory", lambda: None)  # not on Linux
+    assert ProcessExecutor().workers == 64
+    monkeypatch.setattr(processes, "available_memory", lambda: 2**20)
+    assert ProcessExecutor().workers == 1
+    config = load_config(
+        "smoke",
+        overrides=["execution.executor=processes", "execution.workers=3"],
+        schema=RunConfig,
+    )
+    assert executor_for(config).workers == 3  # type: ignore[attr-defined]
 
 
 def test_bad_options_are_config_errors() -> None:

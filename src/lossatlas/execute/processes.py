@@ -26,7 +26,7 @@ from typing import Any
 from lossatlas.errors import ConfigError, ExecutionError
 from lossatlas.execute.base import Unit, progress_bar
 
-__all__ = ["ProcessExecutor", "available_cores"]
+__all__ = ["ProcessExecutor", "available_cores", "available_memory", "default_workers"]
 
 # One pool per (workers, threads), shared by every ProcessExecutor of this process: stages
 # build their executor afresh from the config, and starting workers (importing torch) costs
@@ -40,6 +40,34 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+# Memory one worker is allowed for when its count is chosen: the quick run on two workers
+# peaked at 2.28 GB for the driver and both workers together (benchmarks/README.md), so 1 GiB
+# per worker leaves the driver its share.
+WORKER_MEMORY_BYTES = 2**30
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the kernel says new work can use (``MemAvailable``), or ``None``."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def default_workers(threads: int) -> int:
+    """One worker per ``threads`` cores, but no more than fit in memory at
+    :data:`WORKER_MEMORY_BYTES` each: a 64-core box must not start 64 workers it cannot hold."""
+    by_cores = max(1, available_cores() // threads)
+    memory = available_memory()
+    if memory is None:
+        return by_cores
+    return max(1, min(by_cores, memory // WORKER_MEMORY_BYTES))
 
 
 def _start_worker(threads: int) -> None:
@@ -79,7 +107,8 @@ class ProcessExecutor:
     """Runs units in a pool of worker processes on this machine.
 
     Args:
-        workers: processes at once; ``None``: one per ``threads`` of the available cores.
+        workers: processes at once; ``None``: :func:`default_workers` (one per ``threads``
+            cores, capped by the memory available).
         threads: torch threads of each worker (default 1: see the module docstring).
         progress: show a progress bar (``None``: only when stderr is a terminal).
 
@@ -97,7 +126,7 @@ class ProcessExecutor:
         if workers is not None and workers < 1:
             raise ConfigError(f"workers must be >= 1, got {workers}")
         self.threads = threads
-        self.workers = workers if workers is not None else max(1, available_cores() // threads)
+        self.workers = workers if workers is not None else default_workers(threads)
         self.progress = progress
 
     def __repr__(self) -> str:

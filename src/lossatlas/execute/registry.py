@@ -73,5 +73,7 @@ def executor_for(config: Config | ExecutionConfig, *, progress: bool | None = No
     if execution.executor == "processes":
         # cpus_per_unit means the same as on Ray: each unit's cores, and its torch threads.
         threads = max(1, int(execution.cpus_per_unit))
-        return get_executor("processes", threads=threads, progress=progress)
+        return get_executor(
+            "processes", workers=execution.workers, threads=threads, progress=progress
+        )
     return get_executor(execution.executor, progress=progress)

@@ -249,9 +249,9 @@ def _trends_and_resolutions(replicates: list[list[dict[str, np.ndarray]]]):  # t
     """Per replicate: the trend at the common norm and its resolution."""
     trends, resolutions = [], []
     for curves in replicates:
-        trend, at, _ = trend_at_common_norm(curves, +1)
+        trend, at, widths = trend_at_common_norm(curves, +1)
         trends.append(trend)
-        resolutions.append(trend_resolution(curves, at))
+        resolutions.append(trend_resolution(curves, at, widths))
     return trends, resolutions
 
 
@@ -284,9 +284,8 @@ def test_trend_resolution_controls() -> None:
     assert decide_trend(trends, permuted, "L2", float(np.mean(resolutions))).verdict == "holds"
     # Straight curves are read exactly: no resolution limit.
     straight = [_curve(5, 10 + 5 * i, lambda r: 0.5 * r) for i in range(3)]
-    assert trend_resolution(straight, trend_at_common_norm(straight, +1)[1]) == pytest.approx(
-        0.0, abs=1e-12
-    )
+    _, at, widths = trend_at_common_norm(straight, +1)
+    assert trend_resolution(straight, at, widths) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_collapse_controls() -> None:

@@ -101,9 +101,14 @@ def trend_at_common_norm(
     return sign * slope, at, widths
 
 
-def trend_resolution(curves: list[dict[str, np.ndarray] | None], at: float) -> float:
+def trend_resolution(
+    curves: list[dict[str, np.ndarray] | None], at: float, widths: list[float]
+) -> float:
     """How far the trend of :func:`trend_at_common_norm` can be moved by reading the curves
     between their samples: the instrument's resolution on it (CLAIMS.md rule 5).
+
+    ``at`` and ``widths`` are the common norm and the widths there that
+    :func:`trend_at_common_norm` returned for the same ``curves``.
 
     Each setting's width at ``R*`` comes from linear interpolation between snapshots; its
     relative error is bounded by :func:`~lossatlas.analysis.statistics.interpolation_error`
@@ -119,8 +124,8 @@ def trend_resolution(curves: list[dict[str, np.ndarray] | None], at: float) -> f
     positions = np.asarray([i for i, _ in kept], dtype=np.float64)
     weights = (positions - positions.mean()) / ((positions - positions.mean()) ** 2).sum()
     relative = []
-    for _, c in kept:
-        width = interpolate_at(c["weight_norm"], c["width_mean"], at)
+    for i, c in kept:
+        width = widths[i]
         error = interpolation_error(c["weight_norm"], c["width_mean"], at)
         relative.append(error / width if width > 0 else math.nan)
     return float(np.abs(weights) @ np.asarray(relative))
@@ -395,7 +400,7 @@ def sweep_step(out: str, config_json: str) -> StageOutput:
             trend, at, widths = trend_at_common_norm(curves, sign)
             trends.append(trend)
             all_curves.append(curves)
-            resolutions.append(trend_resolution(curves, at))
+            resolutions.append(trend_resolution(curves, at, widths))
             per_replicate.append(
                 {
                     "common_norm": at,

@@ -3,8 +3,9 @@
 Why it exists: on a small CPU box, torch's threads do not pay for the units lossatlas runs.
 A dense Hessian spectrum of the default ``cnn1d`` (D = 2,474, 512 samples) takes 10.5 s with
 two threads and 11.1 s with one, while two one-thread processes side by side take 10.7 s each
-(2-core machine, ``benchmarks/README.md``): the work is thousands of small products, and
-processes, not threads, are what scale it. Ray does the same across machines but brings a
+(2-core machine, ``benchmarks/README.md``, measured before ``dense_hessian`` spread its own
+columns over Python threads): the work is thousands of small products, and processes, not
+torch's threads, are what scale it. Ray does the same across machines but brings a
 head node, an object store and a dashboard; this needs only the standard library.
 
 Workers are started with ``spawn`` (forking a process that has started torch's thread pool

@@ -39,6 +39,17 @@ class _Residual(nn.Module):
         return x + self.a(x)
 
 
+class _Shared(nn.Module):
+    """One Linear called twice: its gradient is the sum of two uses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.act, self.head = nn.Linear(12, 12), nn.ReLU(), nn.Linear(12, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.act(self.a(self.act(self.a(x)))))
+
+
 def _models() -> dict[str, tuple[nn.Module, int, int]]:
     """name -> (float64 model, input features, classes)."""
     return {
@@ -103,3 +114,9 @@ def test_custom_loss_goes_through_autograd_on_the_logits() -> None:
 def test_unsupported_models_are_refused(model: nn.Module) -> None:
     with pytest.raises(NotTraceable):
         StackedProgram(ParamSpace(model))
+
+
+def test_a_module_called_twice_is_refused() -> None:
+    # Each call would write its own gradient over the other's: the sum is never formed.
+    with pytest.raises(NotTraceable, match="more than once"):
+        StackedProgram(ParamSpace(_Shared()))

@@ -1,5 +1,6 @@
-"""dense_hessian's columns on several Python threads (one torch thread each): the same Hessian
-as one thread, bit for bit, and the exact one against autograd in float64."""
+"""dense_hessian's autodiff columns on several Python threads (one torch thread each): the same
+Hessian as one thread, bit for bit, and the exact one against autograd in float64. (The chain
+engine's threads: tests/probes/test_curvature_chain.py.)"""
 
 from __future__ import annotations
 
@@ -34,18 +35,18 @@ def test_threaded_columns_equal_one_thread_and_autograd(
 ) -> None:
     model, x, y = _problem()
     calls: list[int] = []
-    real = dense._fill_in_threads
+    real = dense.on_threads
 
     def counted(*args: object) -> None:
         calls.append(1)
         real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(dense, "_fill_in_threads", counted)
+    monkeypatch.setattr(dense, "on_threads", counted)
     torch.set_num_threads(1)
-    single = dense_hessian(model, (x, y), batch_size=16, block_size=1)
+    single = dense_hessian(model, (x, y), batch_size=16, block_size=1, engine="autodiff")
     assert calls == []  # one thread: no pool
     torch.set_num_threads(2)
-    pooled = dense_hessian(model, (x, y), batch_size=16, block_size=1)
+    pooled = dense_hessian(model, (x, y), batch_size=16, block_size=1, engine="autodiff")
     assert len(calls) == 3  # one pool per sample chunk (40 samples in chunks of 16)
     assert torch.get_num_threads() == 2  # restored after the pool
     torch.testing.assert_close(pooled, single, rtol=0, atol=0)
@@ -55,7 +56,7 @@ def test_threaded_columns_equal_one_thread_and_autograd(
 def test_vmapped_blocks_take_no_threads(threads: None, monkeypatch: pytest.MonkeyPatch) -> None:
     # Blocks of several columns are vmapped: one call each, nothing to spread over threads.
     model, x, y = _problem()
-    monkeypatch.setattr(dense, "_fill_in_threads", lambda *args: pytest.fail("threads used"))
+    monkeypatch.setattr(dense, "on_threads", lambda *args: pytest.fail("threads used"))
     torch.set_num_threads(2)
-    blocked = dense_hessian(model, (x, y), block_size=8)
+    blocked = dense_hessian(model, (x, y), block_size=8, engine="autodiff")
     torch.testing.assert_close(blocked, autograd_hessian(model, x, y), rtol=1e-10, atol=1e-12)

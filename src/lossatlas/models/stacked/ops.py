@@ -105,7 +105,7 @@ class Conv1d(Op):
     padding: int = 0
     layout: str | None = "channels_last"
 
-    def _tap_major(self, params: Tensor) -> Tensor:
+    def tap_major(self, params: Tensor) -> Tensor:
         """Weights as ``(K, C_out, k * C_in)``, taps outermost: the order of the patches."""
         members = params.shape[0]
         c_out = self.weight.shape[0]
@@ -113,19 +113,18 @@ class Conv1d(Op):
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Any]:
         members, batch, length, channels = x.shape
-        c_out, _, kernel = self.weight.shape
-        padded = F.pad(x, (0, 0, self.padding, self.padding)) if self.padding else x
-        # (K, B, L_out, k, C): each window's taps in order, channels contiguous innermost, so
+        c_out = self.weight.shape[0]
+        # (K, B * L_out, k * C): each window's taps in order, channels contiguous innermost, so
         # the im2col copy moves whole channel rows.
-        windows = padded.unfold(2, kernel, self.stride).transpose(3, 4)
-        l_out = windows.shape[2]
-        patches = windows.reshape(members, batch * l_out, kernel * channels)
-        w = self._tap_major(params)
+        patches = self.patches(x)
+        l_out = patches.shape[1] // batch
+        padded_shape = torch.Size((*x.shape[:2], length + 2 * self.padding, channels))
+        w = self.tap_major(params)
         if self.bias is None:
             y = torch.bmm(patches, w.transpose(1, 2))
         else:
             y = torch.baddbmm(_view(params, self.bias).unsqueeze(1), patches, w.transpose(1, 2))
-        return y.view(members, batch, l_out, c_out), (patches, w, padded.shape, length)
+        return y.view(members, batch, l_out, c_out), (patches, w, padded_shape, length)
 
     def backward(
         self, grad: Tensor, saved: Any, params: Tensor, grads: Tensor, need_input: bool
@@ -141,11 +140,26 @@ class Conv1d(Op):
         if not need_input:
             return None
         d_patches = torch.bmm(g, w).view(members, batch, l_out, kernel, c_in)
-        d_padded = grad.new_zeros(padded_shape)
+        return self.col2im(d_patches, padded_shape, length)
+
+    def col2im(self, d_patches: Tensor, padded_shape: torch.Size, length: int) -> Tensor:
+        """The gradient of the input ``(K, B, L, C)`` from that of its patches
+        ``(K, B, L_out, k, C)``: each kernel tap adds back where it read. ``padded_shape``'s
+        leading dimension may differ from ``d_patches``' (tangents of one member)."""
+        l_out = d_patches.shape[2]
+        d_padded = d_patches.new_zeros(d_patches.shape[0], *padded_shape[1:])
         stop = self.stride * (l_out - 1) + 1
-        for j in range(kernel):  # col2im: each kernel tap adds back where it read
+        for j in range(d_patches.shape[3]):
             d_padded[:, :, j : j + stop : self.stride].add_(d_patches[:, :, :, j])
         return d_padded[:, :, self.padding : self.padding + length]
+
+    def patches(self, x: Tensor) -> Tensor:
+        """im2col of ``x`` ``(K, B, L, C)``: ``(K, B * L_out, k * C)``, taps outermost."""
+        members, batch, _, channels = x.shape
+        kernel = self.weight.shape[2]
+        padded = F.pad(x, (0, 0, self.padding, self.padding)) if self.padding else x
+        windows = padded.unfold(2, kernel, self.stride).transpose(3, 4)
+        return windows.reshape(members, batch * windows.shape[2], kernel * channels)
 
 
 @dataclass(eq=False)

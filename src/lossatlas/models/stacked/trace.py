@@ -66,6 +66,8 @@ def trace_ops(space: ParamSpace) -> list[Op]:
             return None
         if full not in slots:
             raise NotTraceable(f"parameter {full} is not in the parameter space")
+        if full in used:  # a module called twice: its gradient is a sum the ops do not form
+            raise NotTraceable(f"parameter {full} is used more than once")
         used.add(full)
         return slots[full]
 

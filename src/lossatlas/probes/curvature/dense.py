@@ -19,6 +19,12 @@ cores.
 With the default loss, the block of a final ``Linear`` head is taken in closed form instead
 (:mod:`lossatlas.probes.curvature._head`): only the other parameters' columns are products.
 
+**Plain layer chains** (``Linear``, ``Conv1d``, ReLU or tanh, ``Flatten``: what the stacked
+population engine traces) under the default loss skip all of the above: their columns come
+from hand-written products on many columns at once (:mod:`lossatlas.probes.curvature._chain`),
+which measured 9x faster on the cnn1d above (0.87 s against 8.2 s for all 2,474 columns on
+2 cores, 512 samples). ``engine="autodiff"`` forces the general path.
+
 Memory is bounded by ``memory_bytes``: the sample chunk and the block are sized from the
 activations of one sample (counted by a forward pass), so that
 ``chunk x block x activations x 4 x itemsize`` (primal and tangent, forward and backward)
@@ -29,8 +35,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,11 +44,18 @@ from torch.func import grad, jvp, linearize, vmap
 
 from lossatlas.data.adapter import train_tensors
 from lossatlas.evaluate import LossFn
+from lossatlas.models.stacked import NotTraceable
 from lossatlas.params import ParamSpace
+from lossatlas.probes.curvature._chain import ChainHessian, on_threads
 from lossatlas.probes.curvature._head import Head, find_head, head_block
 from lossatlas.probes.curvature.operator import DENSE_MAX_DIM, HessianOperator, eval_mode
 
-__all__ = ["DENSE_MEMORY_BYTES", "dense_hessian", "hessian_spectrum"]
+__all__ = ["DENSE_MEMORY_BYTES", "DenseEngine", "dense_hessian", "hessian_spectrum"]
+
+DenseEngine = Literal["auto", "chain", "autodiff"]
+"""How :func:`dense_hessian` takes its columns: ``chain`` (hand-written products for plain
+layer chains under the default loss), ``autodiff`` (``torch.func`` products, any model), or
+``auto`` (chain when the model and loss allow it)."""
 
 
 # Working memory one block of columns may take (activations of its primal and tangents).
@@ -55,6 +67,14 @@ _TRACE_MIN_WORK = 2_000_000
 
 # Forward and backward, each with primal and tangent: activations held per sample and column.
 _ACTIVATION_COPIES = 4
+
+# The chain engine keeps every op's input tangent, im2col patches of them (x kernel size) and
+# the backward tangents: a generous count of activation copies per sample and column.
+_CHAIN_ACTIVATION_COPIES = 12
+
+# Samples x columns per chain block: on 2 cores blocks of 8-32 columns of 512 samples ran
+# within 10% of each other for cnn1d (0.77-0.85 s for all columns); 256 columns took 2.0 s.
+_CHAIN_SAMPLE_COLUMNS = 8192
 
 
 def _activation_numel(
@@ -89,6 +109,7 @@ def dense_hessian(
     batch_size: int | None = None,
     block_size: int | None = None,
     memory_bytes: int = DENSE_MEMORY_BYTES,
+    engine: DenseEngine = "auto",
 ) -> Tensor:
     """The exact ``(D, D)`` Hessian of the mean loss, from ``D`` Hessian-vector products.
 
@@ -103,12 +124,16 @@ def dense_hessian(
             the module docstring), else the largest block the budget allows. For tiny problems
             (samples x D below ``_TRACE_MIN_WORK``) all columns go in one call when they fit.
         memory_bytes: working-memory budget for one block's activations.
+        engine: ``"auto"`` (default): the chain engine when the model is a plain layer chain
+            and the loss is the default one, else ``"autodiff"`` (see the module docstring).
+            ``"chain"`` raises ``ValueError`` when it cannot be used.
 
     Returns:
         ``(D, D)`` symmetric, in the dtype and on the device of ``params``.
 
     Raises:
-        ValueError: if ``D > DENSE_MAX_DIM`` (use the operator-based functions instead).
+        ValueError: if ``D > DENSE_MAX_DIM`` (use the operator-based functions instead), or
+            ``engine="chain"`` for a model or loss it does not cover.
     """
     space = ParamSpace(model)
     if space.dim > DENSE_MAX_DIM:
@@ -118,6 +143,8 @@ def dense_hessian(
         )
     if block_size is not None and block_size < 1:
         raise ValueError(f"block_size must be positive, got {block_size}")
+    if engine not in ("auto", "chain", "autodiff"):
+        raise ValueError(f"unknown engine '{engine}' (use auto, chain or autodiff)")
     # Only for its resolved point, data and buffers: no product is taken through it.
     op = HessianOperator(
         model,
@@ -134,6 +161,9 @@ def dense_hessian(
     dim, n = op.dim, op.num_samples
     itemsize = torch.finfo(op.dtype).bits // 8
     per_sample = _activation_numel(model, space, op.params, x, op.buffers) * itemsize
+    chain = _chain_engine(space, op, y, loss_fn, engine)
+    if chain is not None:
+        return _chain_hessian(chain, op, x, y, per_sample, batch_size, block_size, memory_bytes)
     per_column = _ACTIVATION_COPIES * per_sample  # bytes per sample and column
     chunk = batch_size or max(1, min(n, memory_bytes // per_column))
     fits_all = chunk * dim * per_column <= memory_bytes
@@ -181,7 +211,7 @@ def dense_hessian(
                 # The traced tangent folds its constants on its first call, which is not
                 # thread-safe: make that call here, then replay on the threads.
                 fill(blocks[:1])
-                _fill_in_threads(fill, blocks[1:], workers)
+                on_threads(lambda block: fill([block]), blocks[1:], workers)
             if head is not None:
                 block = head_block(head, space, op.params, xs, op.buffers) / n
                 total[head.index.unsqueeze(1), head.index] += block.to(total.dtype)
@@ -192,6 +222,60 @@ def dense_hessian(
     return (total + total.T) / 2
 
 
+def _default_loss(y: Tensor, loss_fn: LossFn | None) -> bool:
+    """Whether the loss is the default mean cross-entropy on class labels ``(N,)`` (negative
+    labels would be ignored by ``F.cross_entropy`` and change the mean)."""
+    return loss_fn is None and y.dim() == 1 and not y.is_floating_point() and not (y < 0).any()
+
+
+def _chain_engine(
+    space: ParamSpace, op: HessianOperator, y: Tensor, loss_fn: LossFn | None, engine: str
+) -> ChainHessian | None:
+    """The chain engine, when ``engine`` asks for it and the model and loss allow it."""
+    if engine == "autodiff":
+        return None
+    reason = None
+    if not _default_loss(y, loss_fn):
+        reason = "the loss is not the default cross-entropy on class labels"
+    elif op.buffers:
+        reason = "the model has buffers"
+    else:
+        try:
+            return ChainHessian(space)
+        except NotTraceable as exc:
+            reason = str(exc)
+    if engine == "chain":
+        raise ValueError(f"engine='chain' cannot take this Hessian: {reason}")
+    return None
+
+
+def _chain_hessian(
+    chain: ChainHessian,
+    op: HessianOperator,
+    x: Tensor,
+    y: Tensor,
+    per_sample: int,
+    batch_size: int | None,
+    block_size: int | None,
+    memory_bytes: int,
+) -> Tensor:
+    """The Hessian by the chain engine, in sample chunks and column blocks within the budget
+    (shared by the CPU threads' blocks)."""
+    n = op.num_samples
+    workers = torch.get_num_threads() if op.device.type == "cpu" else 1
+    per_column = _CHAIN_ACTIVATION_COPIES * per_sample
+    chunk = batch_size or max(1, min(n, memory_bytes // (workers * per_column)))
+    if block_size is None:
+        fits = max(1, memory_bytes // (workers * per_column * min(chunk, n)))
+        block_size = max(1, min(fits, _CHAIN_SAMPLE_COLUMNS // min(chunk, n)))
+    total = torch.zeros(op.shape, dtype=op.dtype, device=op.device)
+    for s in range(0, n, chunk):
+        chain.accumulate(
+            total, op.params, x[s : s + chunk], y[s : s + chunk], n, block_size, workers
+        )
+    return chain.symmetric(total)
+
+
 def _closed_form_head(
     model: nn.Module,
     space: ParamSpace,
@@ -200,10 +284,8 @@ def _closed_form_head(
     y: Tensor,
     loss_fn: LossFn | None,
 ) -> Head | None:
-    """The head whose block :func:`head_block` gives exactly, when the loss allows it: the
-    default mean cross-entropy on class labels ``(N,)`` (negative labels would be ignored by
-    ``F.cross_entropy`` and change the mean)."""
-    if loss_fn is not None or y.dim() != 1 or y.is_floating_point() or bool((y < 0).any()):
+    """The head whose block :func:`head_block` gives exactly, when the loss allows it."""
+    if not _default_loss(y, loss_fn):
         return None
     with eval_mode(model, True):
         return find_head(model, space, op.params, x, op.buffers)
@@ -214,21 +296,6 @@ def _basis(rows: Tensor, op: HessianOperator) -> Tensor:
     block = torch.zeros(rows.numel(), op.dim, dtype=op.dtype, device=op.device)
     block[torch.arange(rows.numel(), device=op.device), rows] = 1
     return block
-
-
-def _fill_in_threads(
-    fill: Callable[[list[Tensor]], None], blocks: list[Tensor], workers: int
-) -> None:
-    """Run ``fill`` on ``workers`` interleaved shares of ``blocks`` at once, each thread with
-    torch's intra-op pool at one thread (see the module docstring); the count is restored."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for done in [pool.submit(fill, blocks[i::workers]) for i in range(workers)]:
-                done.result()  # re-raises a thread's error here
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _product(

@@ -11,11 +11,11 @@ at their seeded initialisation, CPU.
 * Reference: ``torch.autograd.functional.hessian`` of the same loss (``D`` double-backward
   passes) followed by float64 ``eigvalsh``; run only up to ``--reference-max-dim``.
 
-Prints, per ``D``: both wall times, their ratio, the largest eigenvalue difference, the time of
-one HVP, and the process's peak RSS; then the log-log slopes of time against ``D``, and the
-largest ``D`` this path affords within ``--budget-s`` seconds and ``--budget-gb`` of memory
-(extrapolated along the measured slope; memory is the ``D x D`` matrix plus its float64
-copy). Saves ``benchmarks/spectrum.png``.
+Prints, per ``D``: both wall times (ours the median of ``--repeats``), their ratio, the largest
+eigenvalue difference, the time of one HVP, and the process's peak RSS; then the log-log slopes
+of time against ``D``, and the largest ``D`` this path affords within ``--budget-s`` seconds
+and ``--budget-gb`` of memory (extrapolated along the measured slope; memory is the ``D x D``
+matrix plus its float64 copy). Saves ``benchmarks/spectrum.png``.
 
     python benchmarks/spectrum.py [--widths 4 8 12 16 24] [--reference-max-dim 2500]
 """
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import time
 
 import torch
@@ -84,6 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[4, 8, 12, 16, 24])
     parser.add_argument("--reference-max-dim", type=int, default=2500)
+    parser.add_argument("--repeats", type=int, default=3, help="our timing: median of these")
     parser.add_argument(
         "--previous",
         action="store_true",
@@ -109,9 +111,12 @@ def main() -> None:
         for _ in range(5):
             op.matvec(v)
         hvp = (time.perf_counter() - start) / 5
-        start = time.perf_counter()
-        ours = hessian_spectrum(model, (x, y))
-        ours_s = time.perf_counter() - start
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            ours = hessian_spectrum(model, (x, y))
+            times.append(time.perf_counter() - start)
+        ours_s = statistics.median(times)
         ref_s, gap, autodiff_s = float("nan"), float("nan"), float("nan")
         if dim <= args.reference_max_dim:
             start = time.perf_counter()

@@ -147,14 +147,13 @@ class ChainHessian:
 
     def symmetric(self, total: Tensor) -> Tensor:
         """The Hessian from :meth:`accumulate`'s rows: each layer's cross terms with earlier
-        layers are their rows, transposed; then ``(H + H^T) / 2``, which only removes
-        rounding."""
-        hessian = total.clone()
+        layers are their rows, transposed (written in place, where ``total`` is still zero);
+        then ``(H + H^T) / 2``, which only removes rounding."""
         for k, later in enumerate(self.layers):
             for earlier in self.layers[:k]:
-                rows, cols = later.columns.unsqueeze(1), earlier.columns
-                hessian[rows, cols] = total[earlier.columns.unsqueeze(1), later.columns].T
-        return (hessian + hessian.T) / 2
+                upper = total[earlier.columns.unsqueeze(1), later.columns]
+                total[later.columns.unsqueeze(1), earlier.columns] = upper.T
+        return (total + total.T) / 2
 
     # ------------------------------------------------------------------------------ internals
 

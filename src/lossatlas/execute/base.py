@@ -27,7 +27,13 @@ from typing import Any, Protocol, runtime_checkable
 from lossatlas.provenance import current_log, recording
 from lossatlas.store import AtlasStore
 
-__all__ = ["Executor", "Unit", "progress_bar", "run_and_mark", "run_units"]
+__all__ = ["Executor", "Unit", "progress_bar", "run_and_mark", "run_units", "unit_threads"]
+
+
+def unit_threads(cpus_per_unit: float) -> int:
+    """The torch thread count of a unit that is given ``cpus_per_unit`` cores (Ray and the
+    process pool read ``cpus_per_unit`` the same way): the cores rounded down, at least 1."""
+    return max(1, int(cpus_per_unit))
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lossatlas.errors import ConfigError, ExecutionError
-from lossatlas.execute.base import Unit, progress_bar
+from lossatlas.execute.base import Unit, progress_bar, unit_threads
 
 __all__ = ["RayExecutor"]
 
@@ -138,7 +138,7 @@ class RayExecutor:
         if not units:
             return []
         ray = self.connect()
-        threads = max(1, int(self.cpus_per_unit))
+        threads = unit_threads(self.cpus_per_unit)
         task = ray.remote(_run_on_worker)
         refs = [
             task.options(**self.task_options(unit, description)).remote(unit, threads)

@@ -7,7 +7,7 @@ from typing import Any
 
 from lossatlas.config import Config, ExecutionConfig
 from lossatlas.errors import ConfigError
-from lossatlas.execute.base import Executor
+from lossatlas.execute.base import Executor, unit_threads
 from lossatlas.execute.local import LocalExecutor
 from lossatlas.execute.processes import ProcessExecutor
 
@@ -72,7 +72,7 @@ def executor_for(config: Config | ExecutionConfig, *, progress: bool | None = No
         return executor
     if execution.executor == "processes":
         # cpus_per_unit means the same as on Ray: each unit's cores, and its torch threads.
-        threads = max(1, int(execution.cpus_per_unit))
+        threads = unit_threads(execution.cpus_per_unit)
         return get_executor(
             "processes", workers=execution.workers, threads=threads, progress=progress
         )

@@ -8,7 +8,7 @@ asked for explicitly, say why).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -69,13 +69,6 @@ PROBLEMS: dict[str, Callable[[], Problem]] = {
 
 
 @pytest.fixture
-def threads() -> Iterator[None]:
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
 def chain_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the chain engine's sample chunks."""
     calls: list[int] = []
@@ -112,27 +105,6 @@ def test_chain_engine_agrees_with_autodiff_in_float32() -> None:
     autodiff = dense_hessian(model, (x, y), engine="autodiff")
     assert chain.dtype == torch.float32
     torch.testing.assert_close(chain, autodiff, rtol=1e-4, atol=1e-6)
-
-
-def test_chain_threads_equal_one_thread_bit_for_bit(
-    threads: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    model, x, y = _cnn1d("relu")
-    pools: list[int] = []
-    real = _chain.on_threads
-
-    def counted(*args: object) -> None:
-        pools.append(1)
-        real(*args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(_chain, "on_threads", counted)
-    torch.set_num_threads(1)
-    single = dense_hessian(model, (x, y), block_size=3)
-    assert pools == []  # one thread: no pool
-    torch.set_num_threads(2)
-    pooled = dense_hessian(model, (x, y), block_size=3)
-    assert pools == [1] and torch.get_num_threads() == 2  # the count is restored
-    torch.testing.assert_close(pooled, single, rtol=0, atol=0)
 
 
 class _Gelu(nn.Module):

@@ -99,7 +99,8 @@ def test_autocast_probes_report_their_error_and_leave_default_fingerprints_alone
     # Left at its default, autocast is not in the fingerprint: runs made before the option
     # existed resume.
     assert fingerprint_dump(WidthOptions()) == WidthOptions().model_dump(
-        mode="json", exclude={"autocast"}
+        mode="json", exclude={"autocast", "initial_step"}
     )
+    assert fingerprint_dump(WidthOptions(initial_step=0.25))["initial_step"] == 0.25
     assert fingerprint_dump(SurfaceOptions(autocast="fp16"))["autocast"] == "fp16"
     assert "row_chunks" not in fingerprint_dump(SurfaceOptions(), exclude={"row_chunks"})

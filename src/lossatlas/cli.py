@@ -373,6 +373,10 @@ def width(
     max_distance: Annotated[
         float | None, typer.Option(help="Longest distance searched (default 100).")
     ] = None,
+    initial_step: Annotated[
+        float | None,
+        typer.Option(help="First distance of the doubling scan (default 0.01)."),
+    ] = None,
     split: Annotated[str | None, typer.Option(help="train (default), val or test.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the directions (default 0).")] = None,
     snapshots: Annotated[
@@ -396,6 +400,7 @@ def width(
             "threshold_mode": threshold_mode,
             "direction_kind": kind,
             "max_distance": max_distance,
+            "initial_step": initial_step,
             "split": split,
             "seed": seed,
             "snapshots": snapshots,

@@ -375,6 +375,13 @@ class WidthOptions(StrictModel):
     threshold_mode: Literal["absolute", "additive", "multiplicative"] = "additive"
     direction_kind: Literal["gaussian", "filter"] = "gaussian"
     max_distance: float = Field(100.0, gt=0.0)
+    initial_step: float = Field(
+        0.01,
+        gt=0.0,
+        description="the scan's first distance; it doubles from there until the loss passes "
+        "the threshold (a crossing below it is still found, by bisection from 0)",
+        json_schema_extra=WHEN_SET,
+    )
     tol: float = Field(1e-3, gt=0.0, lt=1.0, description="relative bisection tolerance")
     split: Literal["train", "val", "test"] = "train"
     seed: int = 0

@@ -89,6 +89,20 @@ def test_bowl_at_minimum_matches_analytic() -> None:
     assert res.weight_norm == pytest.approx(float(ParamSpace(model).flatten().norm()))
 
 
+def test_a_crossing_below_the_initial_step_is_still_found() -> None:
+    # The scan's first point may already pass the threshold: bisection then starts from 0.
+    model, lam, data = make_bowl()
+    tol, delta = 1e-4, 0.3
+    kw = {"n_directions": 16, "threshold": delta, "tol": tol, "loss_fn": bowl_loss}
+    first = tunnel_width(model, data, **kw)  # type: ignore[arg-type]
+    assert first.directions is not None
+    expected = torch.sqrt(2 * delta / (first.directions**2 * lam).sum(-1))
+    for initial in (0.5 * float(expected.min()), 2.0 * float(expected.max())):
+        res = tunnel_width(model, data, initial_step=initial, **kw)  # type: ignore[arg-type]
+        assert bool(((res.distances - expected).abs() <= tol * expected).all())
+        assert res.censored == 0
+
+
 def test_bowl_off_centre_is_asymmetric_and_matches_analytic() -> None:
     model, lam, data = make_bowl()
     space = ParamSpace(model)

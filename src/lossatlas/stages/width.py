@@ -30,6 +30,7 @@ def _width_kwargs(options: WidthOptions) -> dict[str, Any]:
         "threshold_mode": options.threshold_mode,
         "direction_kind": options.direction_kind,
         "max_distance": options.max_distance,
+        "initial_step": options.initial_step,
         "tol": options.tol,
         "seed": options.seed,
         "split": options.split,

@@ -379,10 +379,10 @@ class WidthOptions(StrictModel):
         0.01,
         gt=0.0,
         description="the scan's first distance; it doubles from there until the loss passes "
-        "the threshold (a crossing below it is still found, by bisection from 0)",
+        "the threshold (a crossing below it is still found, by the root search from 0)",
         json_schema_extra=WHEN_SET,
     )
-    tol: float = Field(1e-3, gt=0.0, lt=1.0, description="relative bisection tolerance")
+    tol: float = Field(1e-3, gt=0.0, lt=1.0, description="relative tolerance of the root search")
     split: Literal["train", "val", "test"] = "train"
     seed: int = 0
     snapshots: bool = Field(

@@ -21,29 +21,32 @@ Definitions (all fixed here so that numbers from different runs are comparable):
 * **First crossing.** The loss along a ray need not be monotone. The search evaluates every ray
   on one shared geometric grid ``t_j = initial_step * 2**(j / scan_steps)`` (the last point
   clipped to ``max_distance``) and takes the first grid interval ``(t_{j-1}, t_j]`` (with
-  ``t_{-1} = 0``) whose right end passes the threshold. Bisection inside that interval then
-  keeps the invariant "loss(lo) does not pass, loss(hi) passes", so it converges to a crossing
-  inside the first passing interval (the first crossing whenever the loss crosses only once in
-  it). Bumps narrower than the grid spacing can be missed; raise ``scan_steps`` to catch them.
-* **Tolerance.** ``tol`` is *relative*: bisection stops when ``hi - lo <= tol * hi`` and
-  reports the midpoint, so ``|reported - true| <= tol * true / (2 (1 - tol))``.
+  ``t_{-1} = 0``) whose right end passes the threshold. A bracketing root search inside that
+  interval (Chandrupatla's method, :func:`scipy.optimize.elementwise.find_root`: inverse
+  quadratic steps where the loss is smooth, halvings where it is not) then keeps the invariant
+  "loss(lo) does not pass, loss(hi) passes", so it converges to a crossing inside the first
+  passing interval (the first crossing whenever the loss crosses only once in it). Bumps
+  narrower than the grid spacing can be missed; raise ``scan_steps`` to catch them.
+* **Tolerance.** ``tol`` is *relative*: the search stops once ``hi - lo < tol * hi`` (or
+  stricter) and reports the midpoint, so ``|reported - true| <= tol * true / (2 (1 - tol))``.
 * **Censoring.** A ray whose loss never passes the threshold up to ``max_distance`` is
   *censored*: its distance is reported as ``max_distance`` (a lower bound) and flagged in
   :attr:`TunnelWidth.censored_mask`; ``mean`` and ``std`` include it at that value.
 
-All ``K`` rays advance together: each scan or bisection step is one
+All ``K`` rays advance together: each scan or search step is one
 :func:`~lossatlas.evaluate.evaluate_points` call on the rays still unresolved.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
+from scipy.optimize.elementwise import find_root
 from torch import nn
 
 from lossatlas.data.batches import BatchAdapter, as_batches, resolve_adapter
@@ -55,9 +58,10 @@ __all__ = ["ThresholdMode", "TunnelWidth", "tunnel_width", "width_over_snapshots
 
 ThresholdMode = Literal["absolute", "additive", "multiplicative"]
 
-# Bisection halves the bracket each step, so 64 steps exhaust float64 resolution; this only
-# guards the degenerate case of a crossing at distance 0 where a relative tolerance never holds.
-_MAX_BISECTIONS = 64
+# A cap on the root search's iterations (64 halvings exhaust float64 resolution); it only
+# binds in the degenerate case of a crossing at distance 0, where a relative tolerance never
+# holds.
+_MAX_ITERATIONS = 64
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ class TunnelWidth:
         censored: number of censored rays.
         max_distance: the search limit.
         direction_kind: ``"gaussian"``, ``"filter"`` or ``"given"`` (explicit directions).
-        tol: the relative bisection tolerance.
+        tol: the relative tolerance of the root search.
         evaluations: number of loss evaluations spent (points, base point included).
         autocast_error: with ``autocast``, the loss error against full precision at the base
             point and at each ray's distance (``max_abs_error``, ``max_rel_error``,
@@ -147,7 +151,7 @@ def tunnel_width(
         max_distance: largest distance searched; rays that never pass are censored there.
         initial_step: first scan distance.
         scan_steps: scan grid points per doubling of the distance (1 = pure doubling).
-        tol: relative bisection tolerance on each distance.
+        tol: relative tolerance on each distance (see the module docs).
         seed: directions come from ``make_generator(seed, "width")``, so the same seed gives
             the same raw Gaussian draws at every point (common random numbers along a
             trajectory).
@@ -209,9 +213,12 @@ def tunnel_width(
     evaluations = 1
     level = _absolute_threshold(base_loss, threshold, threshold_mode)
 
-    # Brackets per ray: loss(lo) does not pass the threshold, loss(hi) does.
+    # Brackets per ray: loss(lo) does not pass the threshold, loss(hi) does; the losses at both
+    # ends are kept for the root search, which needs them and should not pay for them again.
     lo = point.new_zeros(k)
     hi = point.new_full((k,), max_distance)
+    loss_lo = torch.full((k,), base_loss, dtype=torch.float64)
+    loss_hi = torch.full((k,), math.inf, dtype=torch.float64)
     passed = torch.zeros(k, dtype=torch.bool, device=point.device)
     if not base_loss <= level:
         # The point itself already passes (absolute mode below the current loss): width 0.
@@ -232,17 +239,12 @@ def tunnel_width(
             hi[rows[now]] = t
             lo[rows[~now]] = t
             passed[rows[now]] = True
-        # Bisection phase: halve every unconverged bracket at once.
-        for _ in range(_MAX_BISECTIONS):
-            todo = (passed & (hi - lo > tol * hi)).nonzero().squeeze(1)
-            if todo.numel() == 0:
-                break
-            mid = 0.5 * (lo[todo] + hi[todo])
-            loss = losses_at(todo, mid)
-            evaluations += todo.numel()
-            now = ~(loss <= level)
-            hi[todo[now]] = mid[now]
-            lo[todo[~now]] = mid[~now]
+            on_cpu = rows.cpu()
+            loss_hi[on_cpu[now.cpu()]] = loss[now].double().cpu()
+            loss_lo[on_cpu[~now.cpu()]] = loss[~now].double().cpu()
+        todo = (passed & (hi > lo)).nonzero().squeeze(1)
+        if todo.numel():
+            evaluations += _refine(losses_at, todo, lo, hi, loss_lo, loss_hi, level, tol)
 
     censored_mask = ~passed
     distances = torch.where(passed, 0.5 * (lo + hi), lo.new_full((k,), max_distance))
@@ -411,6 +413,71 @@ def _absolute_threshold(base_loss: float, threshold: float, mode: ThresholdMode)
     if mode == "additive":
         return base_loss + threshold
     return base_loss * (1.0 + threshold)  # "multiplicative"; the mode was validated upfront
+
+
+def _refine(
+    losses_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    todo: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    loss_lo: torch.Tensor,
+    loss_hi: torch.Tensor,
+    level: float,
+    tol: float,
+) -> int:
+    """Narrow the brackets ``[lo, hi]`` of rays ``todo`` to the relative tolerance, in place.
+
+    Chandrupatla's method (:func:`scipy.optimize.elementwise.find_root`) on
+    ``f(t) = loss(t) - level``: a bracketing method, like the bisection it replaces, so the
+    bracket keeps one end that does not pass and one that does, and the search ends on a
+    crossing inside the first passing grid interval. Where the loss is smooth it takes
+    inverse-quadratic steps instead of halvings. It stops when ``hi - lo < tol * t_near`` (the
+    end nearer the level, so ``<= tol * hi``: the bisection rule, or stricter). Each iteration
+    is one batched evaluation of the rays still open. A non-finite loss counts as passing
+    (``f = +inf``), which makes that step a halving.
+
+    Args:
+        losses_at: ``(rows (R,), t (R,)) -> (R,)`` losses at ``point + t * unit[rows]``.
+        todo: ``(R,)`` indices of the rays to refine.
+        lo, hi: ``(K,)`` bracket ends, updated in place for ``todo``.
+        loss_lo, loss_hi: ``(K,)`` float64 CPU losses at ``lo`` and ``hi``.
+
+    Returns:
+        the loss evaluations spent (the bracket ends' are not spent again).
+    """
+    index = todo.cpu()
+    ends = (lo[todo].double().cpu().numpy(), hi[todo].double().cpu().numpy())
+    known = [
+        (loss_lo[index] - level).numpy(),
+        torch.nan_to_num(loss_hi[index] - level, nan=math.inf).numpy(),
+    ]
+    served = 0
+
+    def excess(t: np.ndarray, rays: np.ndarray) -> np.ndarray:
+        nonlocal served
+        # scipy evaluates both ends first; those losses are known from the scan.
+        if served < 2 and t.shape == ends[served].shape and np.array_equal(t, ends[served]):
+            served += 1
+            return known[served - 1]
+        rows = torch.as_tensor(rays, dtype=torch.long, device=lo.device)
+        loss = losses_at(rows, torch.as_tensor(t, dtype=lo.dtype, device=lo.device))
+        loss = loss.double().cpu()
+        return torch.where(torch.isfinite(loss), loss - level, math.inf).numpy()
+
+    result = find_root(
+        excess,
+        ends,
+        args=(index.numpy(),),
+        tolerances={"xatol": 0.0, "xrtol": tol, "fatol": 0.0, "frtol": 0.0},
+        maxiter=_MAX_ITERATIONS,
+    )
+    left, right = result.bracket
+    on_level = np.asarray(result.f_x) == 0  # the search hit the level itself: report that point
+    left = np.where(on_level, result.x, left)
+    right = np.where(on_level, result.x, right)
+    lo[todo] = torch.as_tensor(left, dtype=lo.dtype, device=lo.device)
+    hi[todo] = torch.as_tensor(right, dtype=hi.dtype, device=hi.device)
+    return int(np.sum(np.asarray(result.nfev) - 2))
 
 
 def _scan_grid(initial_step: float, max_distance: float, scan_steps: int) -> list[float]:

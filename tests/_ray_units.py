@@ -74,3 +74,27 @@ def torch_threads() -> int:
 def worker_pid() -> int:
     """The id of the process that runs the unit."""
     return os.getpid()
+
+
+def raise_data_error(message: str) -> None:
+    raise DataError(message)
+
+
+def sleep_forever() -> None:
+    import time
+
+    while True:
+        time.sleep(1)
+
+
+def add_attrs(out: str, group: str, prefix: str, count: int, start: float) -> None:
+    """From wall-clock time ``start`` on, merge ``count`` keys ``prefix0..`` into ``group``'s
+    attributes, one update each (as a driver adding claims one step at a time)."""
+    import time
+
+    from lossatlas.store import AtlasStore
+
+    store = AtlasStore.open(out, create=False)
+    time.sleep(max(0.0, start - time.time()))  # both children update at the same time
+    for i in range(count):
+        store.update_attrs(group, {f"{prefix}{i}": i})

@@ -172,6 +172,12 @@ class ExecutionConfig(StrictModel):
         description="processes: worker processes at once; default one per cpus_per_unit "
         "cores, capped at one per GiB of available memory",
     )
+    overlap_studies: bool = Field(
+        True,
+        description="processes: run the geometry & topology study in a process of its own "
+        "(one torch thread) beside the wedge study, to use the cores the wedge study leaves "
+        "idle (folder stores only; local and ray run the studies one after the other)",
+    )
     threads: int | None = Field(
         None,
         ge=1,

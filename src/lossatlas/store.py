@@ -61,6 +61,8 @@ from lossatlas.provenance import Marker, chunk_box, current_log, owners, seal, s
 __all__ = ["AtlasStore", "CheckedArray"]
 
 STORE_NAME = "atlas.zarr"
+# Held while a driver rewrites a node's attributes (see AtlasStore._attrs_lock).
+ATTRS_LOCK_NAME = ".lossatlas.attrs.lock"
 _META = "zarr.json"
 _UNITS = "_units"
 # Unit ids become zarr node names: no "/", no leading "." or "__" (reserved by the zarr spec).
@@ -732,15 +734,33 @@ class AtlasStore:
         self._set_attrs(name, _jsonable(values))
 
     def _set_attrs(self, name: str, values: dict[str, Any]) -> None:
-        # Attribute updates rewrite the node's zarr.json; only the driver process does this, so
-        # workers never race on a shared metadata document.
+        # Attribute updates read, merge and rewrite the node's zarr.json. Workers never do this;
+        # drivers do, and two of them share a folder store when the studies run side by side
+        # (`lossatlas run` with the process pool), both adding their claims to one group: an
+        # flock makes each read-merge-write whole, so neither loses the other's keys.
         self._log_document(name)
-        with self._io("update the attributes of", name):
+        with self._io("update the attributes of", name), self._attrs_lock():
             if self._kind(name) == "array":
                 node: zarr.Array | zarr.Group = zarr.open_array(self._store, path=name, mode="r+")
             else:
                 node = zarr.open_group(self._store, path=name, mode="r+")
             node.attrs.update(values)
+
+    @contextlib.contextmanager
+    def _attrs_lock(self) -> Iterator[None]:
+        """An exclusive ``flock`` on ``OUT/.lossatlas.attrs.lock`` (folder stores; elsewhere
+        none: only one driver writes a URL store)."""
+        if self.read_only or is_url(self.out_dir):
+            yield
+            return
+        import fcntl
+
+        with open(Path(self.out_dir) / ATTRS_LOCK_NAME, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def record_timing(
         self, group: str, stage: str, seconds: float, *, accumulate: bool = False

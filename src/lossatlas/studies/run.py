@@ -9,16 +9,17 @@ from typing import Any
 
 from rich.console import Console
 
-from lossatlas.claims import load_claims
+from lossatlas.claims import CLAIMS_GROUP, load_claims
 from lossatlas.context import open_store, run_dataset, template_model
 from lossatlas.execute import Executor, executor_for
-from lossatlas.location import Location, as_location
+from lossatlas.execute.beside import BesideRun
+from lossatlas.location import Location, as_location, is_url
 from lossatlas.lock import driver_lock
 from lossatlas.stages.summary import claim_counts, write_summary
 from lossatlas.studies.config import RunConfig, check_replicates
 from lossatlas.studies.wedges.study import WEDGE_STEPS, run_wedges
 
-__all__ = ["RunResult", "run_all"]
+__all__ = ["RunResult", "overlaps", "run_all"]
 
 # Rough share of the quick preset's wall time per step, measured on 2 CPU cores; only used to
 # turn "steps done" into an ETA, so it need not be exact.
@@ -108,9 +109,34 @@ def _run_locked(
     if config.execution.executor != "local":
         console.print(f"units of work run on {executor!r}", highlight=False)
     ran: list[str] = []
-    if config.wedges.enabled:
-        console.print("training the base population, then the wedge study", highlight=False)
-        ran += run_wedges(config, out, on_step=log, executor=executor)
+    beside = None
+    if horoi is not None and config.wedges.enabled and overlaps(config, out):
+        # Both drivers add claims to one group: make it now, so that neither creates it.
+        store.ensure_group(CLAIMS_GROUP)
+        console.print(
+            "geometry & topology study (jump and retrain, PHATE, persistence): in a process "
+            "of its own, beside the wedge study",
+            highlight=False,
+        )
+        beside = BesideRun(
+            _run_horoi_alone,
+            (config.model_dump_json(), str(out)),
+            name="the geometry & topology study",
+            threads=1,
+        )
+        horoi = None
+    try:
+        if config.wedges.enabled:
+            console.print("training the base population, then the wedge study", highlight=False)
+            ran += run_wedges(config, out, on_step=log, executor=executor)
+    except BaseException:
+        if beside is not None:
+            beside.stop()  # its finished units stay marked: a re-run resumes both studies
+        raise
+    if beside is not None:
+        before = time.perf_counter()
+        beside.result()
+        log("horoi", time.perf_counter() - before > 1.0)
     if horoi is not None:
         console.print(
             "geometry & topology study (jump and retrain, PHATE, persistence)", highlight=False
@@ -127,6 +153,31 @@ def _run_locked(
         store.record_timing("", "run", seconds)
     counts = claim_counts(load_claims(store))
     return RunResult(out, summary, report, counts, seconds, ran)
+
+
+def overlaps(config: RunConfig, out: Location) -> bool:
+    """Whether ``run`` puts the geometry & topology study in a process beside the wedge study:
+    with the process pool, ``execution.overlap_studies`` on, both studies enabled and a folder
+    store (the two drivers' attribute updates are serialised by a file lock, which object
+    stores lack)."""
+    execution = config.execution
+    return (
+        execution.executor == "processes"
+        and execution.overlap_studies
+        and config.wedges.enabled
+        and config.horoi.enabled
+        and not is_url(out)
+    )
+
+
+def _run_horoi_alone(config_json: str, out: str) -> None:
+    """The geometry & topology study in a process of its own (see :func:`overlaps`): its units
+    run in that process, on its one torch thread, while the wedge study holds the pool."""
+    from lossatlas.execute import LocalExecutor
+    from lossatlas.studies.horoi.study import run_horoi
+
+    config = RunConfig.model_validate_json(config_json)
+    run_horoi(config, out, executor=LocalExecutor(progress=False))
 
 
 def _horoi_runner(config: RunConfig, out: Location, executor: Executor) -> Any:

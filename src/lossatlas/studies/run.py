@@ -55,14 +55,15 @@ class _StepLog:
         self.done_weight = 0.0
         self.total_weight = float(sum(_STEP_WEIGHTS.get(s, 10) for s in steps))
 
-    def __call__(self, step: str, ran: bool) -> None:
+    def __call__(self, step: str, ran: bool, *, status: str | None = None) -> None:
         now = time.perf_counter()
         self.done_weight += _STEP_WEIGHTS.get(step, 10)
         elapsed = now - self.started
         rate = elapsed / self.done_weight if self.done_weight else 0.0
         eta = rate * (self.total_weight - self.done_weight)
         index = self.steps.index(step) + 1 if step in self.steps else 0
-        status = f"done in {now - self.last:.1f} s" if ran else "already complete"
+        if status is None:
+            status = f"done in {now - self.last:.1f} s" if ran else "already complete"
         self.console.print(
             f"[{index}/{len(self.steps)}] {step}: {status}; "
             f"elapsed {elapsed:.0f} s, ETA ~{eta:.0f} s",
@@ -136,7 +137,8 @@ def _run_locked(
     if beside is not None:
         before = time.perf_counter()
         beside.result()
-        log("horoi", time.perf_counter() - before > 1.0)
+        waited = time.perf_counter() - before
+        log("horoi", True, status=f"done beside the wedge study (waited {waited:.1f} s for it)")
     if horoi is not None:
         console.print(
             "geometry & topology study (jump and retrain, PHATE, persistence)", highlight=False

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -74,3 +76,42 @@ def test_only_the_process_pool_with_both_studies_on_a_folder_overlaps(tmp_path: 
     off = config("execution.executor=processes", "execution.overlap_studies=false")
     assert not overlaps(off, tmp_path)
     assert not overlaps(config("execution.executor=processes"), "memory://bucket/run")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_child_dies_when_its_parent_is_killed() -> None:
+    # A SIGKILLed driver runs no clean-up: its child must not go on writing to the store.
+    script = (
+        "from lossatlas.execute.beside import BesideRun\n"
+        "from tests._ray_units import sleep_forever\n"
+        "import time\n"
+        "if __name__ == '__main__':\n"
+        "    run = BesideRun(sleep_forever, (), name='forever')\n"
+        "    print(run._process.pid, flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=Path.cwd()
+    ) as parent:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        os.kill(child, 0)  # running
+        parent.kill()
+        parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and _alive(child):
+        time.sleep(0.1)
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (dead, not yet reaped by init) counts as gone.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

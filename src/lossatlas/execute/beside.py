@@ -11,12 +11,17 @@ through a pipe: :meth:`BesideRun.result` returns the one or raises the other, un
 it pickles, else as one :class:`~lossatlas.errors.ExecutionError` line. A child that dies
 without an answer (killed, out of memory) is one ``ExecutionError`` too. :meth:`BesideRun.stop`
 terminates it: lossatlas units mark themselves done only when complete, so a stopped study
-resumes where it stood.
+resumes where it stood. On Linux the child also dies with its parent, even a parent killed
+outright, so no orphan goes on writing to the store.
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
 import pickle
+import signal
+import sys
 from collections.abc import Callable
 from multiprocessing import get_context
 from multiprocessing.connection import Connection
@@ -26,8 +31,26 @@ from lossatlas.errors import ExecutionError
 
 __all__ = ["BesideRun"]
 
+_PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
-def _child(conn: Connection, threads: int, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+
+def _die_with(parent: int) -> None:
+    """End this process when ``parent`` dies, however it dies (Linux: ``PR_SET_PDEATHSIG``).
+
+    A driver killed with SIGKILL runs no clean-up; without this its child would go on writing
+    to the store while the next driver, which took over the lock, resumes the same study.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+
+def _child(
+    conn: Connection, parent: int, threads: int, fn: Callable[..., Any], args: tuple[Any, ...]
+) -> None:
+    _die_with(parent)
     from lossatlas.runtime import apply_threads
 
     apply_threads(threads)
@@ -61,7 +84,7 @@ class BesideRun:
         self._process = context.Process(
             # Not a daemon: the study may start processes of its own (a daemon may not).
             target=_child,
-            args=(child_end, threads, fn, args),
+            args=(child_end, os.getpid(), threads, fn, args),
             name=name,
             daemon=False,
         )

@@ -137,3 +137,53 @@ def test_sigkill_then_resume_gives_the_same_numbers(
     resumed = json.loads((out / "summary.json").read_text())
     reference = json.loads((clean_run / "summary.json").read_text())
     assert numbers(resumed) == numbers(reference)
+
+
+def _children(pid: int) -> set[int]:
+    """The live processes whose parent is ``pid`` (from Linux's /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.add(int(entry.name))
+    return found
+
+
+@pytest.mark.slow  # three runs on the process pool (~3 min on 2 cores)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigkill_with_the_studies_side_by_side_then_resume(tmp_path: Path) -> None:
+    """Kill a pooled run while the Horoi process runs beside the wedge study: none of the
+    driver's processes outlive it, and the resumed run gives the clean run's numbers."""
+
+    def pooled(out: Path) -> list[str]:
+        return [*run_cmd(out), "--executor", "processes"]
+
+    clean = tmp_path / "clean"
+    done = subprocess.run(pooled(clean), capture_output=True, text=True, env=ENV, timeout=900)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        pooled(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV
+    )
+    target = out / "atlas.zarr" / "horoi" / "good" / "train" / "zarr.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None and not target.exists():
+        time.sleep(0.05)
+    children = _children(proc.pid)
+    assert children  # the pool's workers and the Horoi process
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{c}").exists() for c in children):
+        time.sleep(0.2)
+    left = [c for c in children if c in _children(1) or Path(f"/proc/{c}/stat").exists()]
+    assert not left, f"processes outlived the killed driver: {left}"
+    result = subprocess.run(pooled(out), capture_output=True, text=True, env=ENV, timeout=900)
+    assert result.returncode == 0, result.stderr
+    resumed = json.loads((out / "summary.json").read_text())
+    reference = json.loads((clean / "summary.json").read_text())
+    assert numbers(resumed) == numbers(reference)

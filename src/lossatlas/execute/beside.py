@@ -17,40 +17,23 @@ outright, so no orphan goes on writing to the store.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import pickle
-import signal
-import sys
 from collections.abc import Callable
 from multiprocessing import get_context
 from multiprocessing.connection import Connection
 from typing import Any
 
 from lossatlas.errors import ExecutionError
+from lossatlas.execute._lifetime import die_with
 
 __all__ = ["BesideRun"]
-
-_PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
-
-
-def _die_with(parent: int) -> None:
-    """End this process when ``parent`` dies, however it dies (Linux: ``PR_SET_PDEATHSIG``).
-
-    A driver killed with SIGKILL runs no clean-up; without this its child would go on writing
-    to the store while the next driver, which took over the lock, resumes the same study.
-    """
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the signal was armed
-        os._exit(1)
 
 
 def _child(
     conn: Connection, parent: int, threads: int, fn: Callable[..., Any], args: tuple[Any, ...]
 ) -> None:
-    _die_with(parent)
+    die_with(parent)
     from lossatlas.runtime import apply_threads
 
     apply_threads(threads)

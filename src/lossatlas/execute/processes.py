@@ -25,6 +25,7 @@ from multiprocessing import get_context
 from typing import Any
 
 from lossatlas.errors import ConfigError, ExecutionError
+from lossatlas.execute._lifetime import die_with
 from lossatlas.execute.base import Unit, progress_bar
 
 __all__ = ["ProcessExecutor", "available_cores", "available_memory", "default_workers"]
@@ -71,7 +72,8 @@ def default_workers(threads: int) -> int:
     return max(1, min(by_cores, memory // WORKER_MEMORY_BYTES))
 
 
-def _start_worker(threads: int) -> None:
+def _start_worker(threads: int, parent: int) -> None:
+    die_with(parent)  # a driver killed outright takes its workers with it
     # Imported here: the parent need not pay for torch before a unit needs it.
     from lossatlas.runtime import apply_threads
 
@@ -86,7 +88,7 @@ def _pool(workers: int, threads: int) -> ProcessPoolExecutor:
             max_workers=workers,
             mp_context=get_context("spawn"),
             initializer=_start_worker,
-            initargs=(threads,),
+            initargs=(threads, os.getpid()),
         )
         _POOLS[key] = pool
     return pool

@@ -8,6 +8,7 @@ import pytest
 
 from lossatlas.config import load_config
 from lossatlas.stages import train_stage
+from lossatlas.studies.config import RunConfig
 
 
 @pytest.mark.slow
@@ -15,7 +16,8 @@ from lossatlas.stages import train_stage
 def test_quick_preset_reaches_the_expected_test_accuracy(
     tmp_path: Path, model: str, floor: float
 ) -> None:
-    config = load_config("quick", flags={"model.name": model, "device": "cpu"})
+    # The quick preset holds both studies' sections, so it loads as a run's config.
+    config = load_config("quick", flags={"model.name": model, "device": "cpu"}, schema=RunConfig)
     summary = train_stage(config, tmp_path / model)
     assert not summary.diverged.any()
     assert summary.final["test_acc"].mean() >= floor

@@ -121,8 +121,9 @@ def test_a_run_on_processes_gives_the_local_summary(tmp_path: Path) -> None:
         local = run_all(tiny_config(), tmp_path / "local")
     finally:
         torch.set_num_threads(threads)
-    pooled = run_all(tiny_config(executor="processes"), tmp_path / "processes")
-    assert overlaps(tiny_config(executor="processes"), tmp_path / "processes")
+    pooled_config = tiny_config(executor="processes")
+    assert overlaps(pooled_config, tmp_path / "processes")
+    pooled = run_all(pooled_config, tmp_path / "processes")
     a = json.loads(local.summary.read_text())
     b = json.loads(pooled.summary.read_text())
     assert b["config"]["execution"]["executor"] == "processes"

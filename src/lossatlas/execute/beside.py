@@ -46,7 +46,7 @@ def _child(
     except Exception:  # an answer that does not pickle becomes one line that does
         kind, value = answer
         text = f"{type(value).__name__}: {value}" if kind == "error" else "an unpicklable result"
-        payload = pickle.dumps(("error", ExecutionError(text.splitlines()[0] if text else kind)))
+        payload = pickle.dumps(("error", ExecutionError(text.splitlines()[0])))
     conn.send_bytes(payload)
     conn.close()
 

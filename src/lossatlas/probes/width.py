@@ -217,8 +217,8 @@ def tunnel_width(
     # ends are kept for the root search, which needs them and should not pay for them again.
     lo = point.new_zeros(k)
     hi = point.new_full((k,), max_distance)
-    loss_lo = torch.full((k,), base_loss, dtype=torch.float64)
-    loss_hi = torch.full((k,), math.inf, dtype=torch.float64)
+    loss_lo = torch.full((k,), base_loss, dtype=torch.float64, device=point.device)
+    loss_hi = torch.full((k,), math.inf, dtype=torch.float64, device=point.device)
     passed = torch.zeros(k, dtype=torch.bool, device=point.device)
     if not base_loss <= level:
         # The point itself already passes (absolute mode below the current loss): width 0.
@@ -239,9 +239,8 @@ def tunnel_width(
             hi[rows[now]] = t
             lo[rows[~now]] = t
             passed[rows[now]] = True
-            on_cpu = rows.cpu()
-            loss_hi[on_cpu[now.cpu()]] = loss[now].double().cpu()
-            loss_lo[on_cpu[~now.cpu()]] = loss[~now].double().cpu()
+            loss_hi[rows[now]] = loss[now].double()
+            loss_lo[rows[~now]] = loss[~now].double()
         todo = (passed & (hi > lo)).nonzero().squeeze(1)
         if todo.numel():
             evaluations += _refine(losses_at, todo, lo, hi, loss_lo, loss_hi, level, tol)
@@ -440,17 +439,13 @@ def _refine(
         losses_at: ``(rows (R,), t (R,)) -> (R,)`` losses at ``point + t * unit[rows]``.
         todo: ``(R,)`` indices of the rays to refine.
         lo, hi: ``(K,)`` bracket ends, updated in place for ``todo``.
-        loss_lo, loss_hi: ``(K,)`` float64 CPU losses at ``lo`` and ``hi``.
+        loss_lo, loss_hi: ``(K,)`` float64 losses at ``lo`` and ``hi``.
 
     Returns:
         the loss evaluations spent (the bracket ends' are not spent again).
     """
-    index = todo.cpu()
     ends = (lo[todo].double().cpu().numpy(), hi[todo].double().cpu().numpy())
-    known = [
-        (loss_lo[index] - level).numpy(),
-        torch.nan_to_num(loss_hi[index] - level, nan=math.inf).numpy(),
-    ]
+    known = [_excess(loss_lo[todo], level), _excess(loss_hi[todo], level)]
     served = 0
 
     def excess(t: np.ndarray, rays: np.ndarray) -> np.ndarray:
@@ -460,14 +455,12 @@ def _refine(
             served += 1
             return known[served - 1]
         rows = torch.as_tensor(rays, dtype=torch.long, device=lo.device)
-        loss = losses_at(rows, torch.as_tensor(t, dtype=lo.dtype, device=lo.device))
-        loss = loss.double().cpu()
-        return torch.where(torch.isfinite(loss), loss - level, math.inf).numpy()
+        return _excess(losses_at(rows, torch.as_tensor(t, dtype=lo.dtype, device=lo.device)), level)
 
     result = find_root(
         excess,
         ends,
-        args=(index.numpy(),),
+        args=(todo.cpu().numpy(),),
         tolerances={"xatol": 0.0, "xrtol": tol, "fatol": 0.0, "frtol": 0.0},
         maxiter=_MAX_ITERATIONS,
     )
@@ -478,6 +471,17 @@ def _refine(
     lo[todo] = torch.as_tensor(left, dtype=lo.dtype, device=lo.device)
     hi[todo] = torch.as_tensor(right, dtype=hi.dtype, device=hi.device)
     return int(np.sum(np.asarray(result.nfev) - 2))
+
+
+def _excess(loss: torch.Tensor, level: float) -> np.ndarray:
+    """``loss - level`` as float64 numpy, with NaN (a diverged pass) as ``+inf``: the sign says
+    whether the loss passes the level, by the same rule as the scan's ``not loss <= level``."""
+    return (
+        (loss.double() - level)
+        .nan_to_num(nan=math.inf, posinf=math.inf, neginf=-math.inf)
+        .cpu()
+        .numpy()
+    )
 
 
 def _scan_grid(initial_step: float, max_distance: float, scan_steps: int) -> list[float]:

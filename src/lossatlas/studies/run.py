@@ -21,6 +21,8 @@ from lossatlas.studies.wedges.study import WEDGE_STEPS, run_wedges
 
 __all__ = ["RunResult", "overlaps", "run_all"]
 
+_HOROI_TITLE = "geometry & topology study (jump and retrain, PHATE, persistence)"
+
 # Rough share of the quick preset's wall time per step, measured on 2 CPU cores; only used to
 # turn "steps done" into an ETA, so it need not be exact.
 _STEP_WEIGHTS = {
@@ -111,13 +113,11 @@ def _run_locked(
         console.print(f"units of work run on {executor!r}", highlight=False)
     ran: list[str] = []
     beside = None
-    if horoi is not None and config.wedges.enabled and overlaps(config, out):
+    if overlaps(config, out):
         # Both drivers add claims to one group: make it now, so that neither creates it.
         store.ensure_group(CLAIMS_GROUP)
         console.print(
-            "geometry & topology study (jump and retrain, PHATE, persistence): in a process "
-            "of its own, beside the wedge study",
-            highlight=False,
+            f"{_HOROI_TITLE}: in a process of its own, beside the wedge study", highlight=False
         )
         beside = BesideRun(
             _run_horoi_alone,
@@ -125,7 +125,6 @@ def _run_locked(
             name="the geometry & topology study",
             threads=1,
         )
-        horoi = None
     try:
         if config.wedges.enabled:
             console.print("training the base population, then the wedge study", highlight=False)
@@ -139,10 +138,8 @@ def _run_locked(
         beside.result()
         waited = time.perf_counter() - before
         log("horoi", True, status=f"done beside the wedge study (waited {waited:.1f} s for it)")
-    if horoi is not None:
-        console.print(
-            "geometry & topology study (jump and retrain, PHATE, persistence)", highlight=False
-        )
+    elif horoi is not None:
+        console.print(_HOROI_TITLE, highlight=False)
         before = time.perf_counter()
         horoi()
         log("horoi", time.perf_counter() - before > 1.0)

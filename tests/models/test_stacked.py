@@ -57,6 +57,8 @@ def _models() -> dict[str, tuple[nn.Module, int, int]]:
         "mlp": (build_model(ModelConfig(name="mlp", width=9), (12,), 4, seed=0), 12, 4),
         "cnn1d": (build_model(ModelConfig(name="cnn1d", width=5), (40,), 10, seed=0), 40, 10),
         "reshaping": (_Reshaping(), 12, 4),
+        # No Linear head last: the default loss's gradient without the features-first head.
+        "tanh_out": (nn.Sequential(nn.Linear(12, 7), nn.ReLU(), nn.Linear(7, 3), nn.Tanh()), 12, 3),
     }
 
 

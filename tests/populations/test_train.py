@@ -238,17 +238,35 @@ def test_engines_agree_and_auto_picks_stacked_only_where_it_traces() -> None:
 
 
 def test_default_engine_does_not_depend_on_the_thread_count() -> None:
-    """Ray workers run one thread each: the default engine must give the driver's numbers."""
+    """Ray workers run one thread each: the default engine must give the driver's numbers.
+
+    On the stacked engine each share of the members trains and evaluates on a thread of its
+    own; 5 members on 1, 2 and 3 threads are shared out 5, 3 + 2 and 2 + 1 + 2. Member 3's
+    learning rate makes it diverge, and it must be frozen the same way whatever its share.
+    """
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(512, 40, generator=gen), torch.randint(0, 10, (512,), generator=gen)
     model = nn.Sequential(nn.Linear(40, 100), nn.ReLU(), nn.Linear(100, 10))
     before = torch.get_num_threads()
     runs = []
     try:
-        for threads in (1, 2):
+        for threads in (1, 2, 3):
             torch.set_num_threads(threads)
-            pop = train_population(model, (x, y), members=4, epochs=2, batch_size=64, seed=0)
-            runs.append(pop.params)
+            pop = train_population(
+                model,
+                (x, y),
+                members=5,
+                epochs=2,
+                batch_size=64,
+                seed=0,
+                lr=[0.05, 0.05, 0.05, 1e6, 0.05],
+            )
+            runs.append(pop)
     finally:
         torch.set_num_threads(before)
-    assert torch.equal(runs[0], runs[1])
+    assert runs[0].diverged.tolist() == [False, False, False, True, False]
+    for run in runs[1:]:
+        assert torch.equal(run.params, runs[0].params)
+        assert torch.equal(run.diverged, runs[0].diverged)
+        for name, values in runs[0].history.items():
+            torch.testing.assert_close(run.history[name], values, rtol=0, atol=0, equal_nan=True)

@@ -18,13 +18,14 @@ takes every member's rows of every per-sample tensor (:meth:`Batch.rows`).
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import nn
@@ -53,6 +54,8 @@ __all__ = [
 
 Engine = Literal["auto", "stacked", "vmap"]
 """How a step is computed: ``stacked`` (traced common models), ``vmap`` (any module), ``auto``."""
+
+_T = TypeVar("_T")
 
 SnapshotFn = Callable[[int, int, torch.Tensor], None]
 """``on_snapshot(index, step, params (K, D))``, called at every snapshot time."""
@@ -350,14 +353,34 @@ def fit_members(
     state = optimizer.init_state(params)
     program = _stacked_program(space, adapter.loss_fn, plan.compile, engine, pairs)
     shares = _member_shares(members, params.device)
-    if program is not None:
-        step_fn = _stacked_step(space, adapter.loss_fn, shares)
+    # A step is `advance(part)` for parts of the members. On the stacked engine each share of
+    # the members advances on a Python thread of its own (one torch thread each): its rows,
+    # its program's step, its finiteness check and its optimiser update, all row-wise, so a
+    # member's numbers never depend on how the members are shared out. A grad_transform sees
+    # every member at once, so then only the program's step is shared out (_stacked_step).
+    threaded = program is not None and len(shares) > 1 and grad_transform is None
+    parts = shares if threaded else [slice(None)]
+    step_fns: list[Callable[..., tuple[torch.Tensor, torch.Tensor]]]
+    if threaded:
+        step_fns = [_program_step(StackedProgram(space, adapter.loss_fn)) for _ in parts]
+    elif program is not None:
+        step_fns = [_stacked_step(space, adapter.loss_fn, shares)]
     elif pairs:
-        step_fn = _vectorised_step(space, member_loss_fn(space, adapter.loss_fn), plan.compile)
+        step_fns = [_vectorised_step(space, member_loss_fn(space, adapter.loss_fn), plan.compile)]
     else:
-        step_fn = _vectorised_step(
-            space, member_batch_loss_fn(space, adapter), plan.compile, train.member_dims()
-        )
+        step_fns = [
+            _vectorised_step(
+                space, member_batch_loss_fn(space, adapter), plan.compile, train.member_dims()
+            )
+        ]
+    runner = _ShareRunner(len(parts))
+    # Each share evaluates its own members too, on a copy of the model (evaluate_points
+    # loads points into the module it is given).
+    spaces = [space] + [ParamSpace(copy.deepcopy(space.model)) for _ in parts[1:]]
+    # On the stacked engine the main thread between the shares' work stays at one torch
+    # thread: on two, its OpenMP workers spin-wait after every small op and take a core
+    # from the shares (a step of 16 MLP members took 3.9 ms that way, 2.3 ms without).
+    step_threads = _one_torch_thread if program is not None and len(shares) > 1 else nullcontext
     active = torch.ones(members, 1, dtype=torch.bool, device=params.device)
     done = torch.zeros(members, 1, dtype=torch.bool, device=params.device)
     stopped_at = torch.full((members,), -1, dtype=torch.int64)
@@ -368,11 +391,50 @@ def fit_members(
     }
     snapshot_steps: list[int] = []
 
+    # Views of every per-member tensor for each part (rows of contiguous tensors).
+    part_state = [{k: v[part] for k, v in state.items()} for part in parts]
+    part_hp = [hp.select(part) for part in parts]
+    part_ids = [member_ids[part] for part in parts]
+
+    def advance(i: int, index: torch.Tensor, step: int, lr_factor: float) -> None:
+        """One optimiser step of the members ``parts[i]``, their batches ``index[parts[i]]``."""
+        part = parts[i]
+        rows = train.rows(index[part])  # every per-sample tensor as (k, B, ...)
+        if pairs:
+            xb, yb = rows  # (k, B, *input), (k, B)
+            if augment is not None:
+                xb = torch.stack(
+                    [
+                        augment(xb[k], make_generator(plan.seed, "augment", int(m), step))
+                        for k, m in enumerate(part_ids[i])
+                    ]
+                )
+            losses, grads = step_fns[i](params[part], buffers, xb, yb)
+        else:
+            losses, grads = step_fns[i](params[part], buffers, rows)
+        # One reduction catches NaN/inf anywhere in a member's gradient.
+        finite = torch.isfinite(losses) & torch.isfinite(grads.sum(dim=1))
+        live = active[part]
+        live.mul_(finite.reshape(-1, 1))
+        if grad_transform is not None:
+            grads = grad_transform(grads)
+        moving = live & ~done[part]
+        optimizer.step(params[part], grads, part_state[i], part_hp[i], lr_factor, moving)
+
     def record(epoch: int) -> dict[str, torch.Tensor]:
         # evaluate_points, not the stacked program, for either engine: its per-member passes
         # over whole chunks measured 1.3x (MLP) and 2.4x (cnn1d) faster on 2 CPU cores than
         # the stacked forward over all members at once.
-        metrics = _evaluate(space, params, buffers, splits, plan.eval_batch_size)
+        shared = runner.map(
+            lambda i: _evaluate(
+                spaces[i],
+                params[parts[i]],
+                {n: b[parts[i]] for n, b in buffers.items()},
+                splits,
+                plan.eval_batch_size,
+            )
+        )
+        metrics = {name: torch.cat([m[name] for m in shared]) for name in shared[0]}
         if "train_loss" in metrics:  # a point that evaluates to NaN has diverged too
             active.mul_(torch.isfinite(metrics["train_loss"]).reshape(-1, 1))
         # A diverged member is frozen; its later metrics are NaN rather than stale numbers.
@@ -405,29 +467,17 @@ def fit_members(
         space.model.train()
         # Dropout draws from the global RNG inside vmap; fork it and seed it per unit and epoch
         # so runs are reproducible without leaking state to the caller.
-        with torch.random.fork_rng(devices=[] if params.device.type == "cpu" else [params.device]):
+        with (
+            torch.random.fork_rng(devices=[] if params.device.type == "cpu" else [params.device]),
+            step_threads(),
+        ):
             torch.manual_seed(derive_seed(plan.seed, "dropout", int(member_ids[0]), epoch))
             for batch in range(steps_per_epoch):
                 index = orders[:, batch * plan.batch_size : (batch + 1) * plan.batch_size]
-                rows = train.rows(index)  # every per-sample tensor as (K, B, ...)
-                if pairs:
-                    xb, yb = rows  # (K, B, *input), (K, B)
-                    if augment is not None:
-                        xb = torch.stack(
-                            [
-                                augment(xb[k], make_generator(plan.seed, "augment", int(m), step))
-                                for k, m in enumerate(member_ids)
-                            ]
-                        )
-                    losses, grads = step_fn(params, buffers, xb, yb)
-                else:
-                    losses, grads = step_fn(params, buffers, rows)
-                # One reduction catches NaN/inf anywhere in a member's gradient.
-                finite = torch.isfinite(losses) & torch.isfinite(grads.sum(dim=1))
-                active.mul_(finite.reshape(-1, 1))
-                if grad_transform is not None:
-                    grads = grad_transform(grads)
-                optimizer.step(params, grads, state, hp, schedule(step), active & ~done)
+                factor = schedule(step)
+                runner.map(
+                    lambda i, step=step, index=index, factor=factor: advance(i, index, step, factor)
+                )
                 step += 1
                 if (
                     snapshotting
@@ -513,38 +563,52 @@ def _member_shares(members: int, device: torch.device) -> list[slice]:
     return [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
 
+def _program_step(program: StackedProgram) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """``program``'s step with the vmap step's signature (buffers unused: it has none)."""
+    return lambda params, buffers, xb, yb: program.step(params, xb, yb)
+
+
+class _ShareRunner:
+    """Runs ``fn(i)`` for ``i`` in ``range(parts)``, each on a Python thread of one torch thread.
+
+    torch releases the GIL in its kernels, so the parts run side by side, and each part's
+    numbers are those of one thread whatever the core count. One part runs in the caller.
+    """
+
+    def __init__(self, parts: int) -> None:
+        self.parts = parts
+        self.pool = ThreadPoolExecutor(max_workers=parts) if parts > 1 else None
+
+    def map(self, fn: Callable[[int], _T]) -> list[_T]:
+        if self.pool is None:
+            return [fn(0)]
+
+        def one_thread(i: int) -> _T:
+            torch.set_num_threads(1)  # this thread's intra-op pool, however it was started
+            return fn(i)
+
+        futures = [self.pool.submit(one_thread, i) for i in range(self.parts)]
+        return [future.result() for future in futures]  # re-raises a thread's error
+
+
 def _stacked_step(
     space: ParamSpace, loss_fn: LossFn | None, shares: list[slice]
 ) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-    """The stacked engine's step with the vmap step's signature (buffers unused: it has none).
+    """The stacked engine's step over all members, each share's program on its own thread.
 
-    Each share of the members runs its own program on a Python thread with one torch thread
-    (torch releases the GIL in its kernels). A member's numbers then never depend on the
-    thread count: each member's matmuls are its own, computed on one thread, whichever share
-    it is in (tests/populations/test_train.py pins it). On 2 cores, 12 cnn1d members took
-    7.0 ms a step this way, against 9.9 ms for one program on two torch threads and 15.2 ms
-    for the vmap step.
+    For steps whose gradients are transformed across members before the update (a
+    ``grad_transform``); otherwise each share advances on its own (see ``fit_members``).
     """
-    programs = [StackedProgram(space, loss_fn) for _ in shares]
-    if len(shares) == 1:
-        return lambda params, buffers, xb, yb: programs[0].step(params, xb, yb)
-    pool = ThreadPoolExecutor(max_workers=len(shares))
-
-    def share_step(
-        program: StackedProgram, params: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        torch.set_num_threads(1)  # this thread's intra-op pool, however it was started
-        return program.step(params, xb, yb)
+    steps = [_program_step(StackedProgram(space, loss_fn)) for _ in shares]
+    runner = _ShareRunner(len(shares))
 
     def step(
         params: torch.Tensor, buffers: Any, xb: torch.Tensor, yb: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         with _one_torch_thread():
-            futures = [
-                pool.submit(share_step, program, params[part], xb[part], yb[part])
-                for program, part in zip(programs, shares, strict=True)
-            ]
-            results = [future.result() for future in futures]  # re-raises a thread's error
+            results = runner.map(
+                lambda i: steps[i](params[shares[i]], buffers, xb[shares[i]], yb[shares[i]])
+            )
         return torch.cat([r[0] for r in results]), torch.cat([r[1] for r in results])
 
     return step

@@ -9,9 +9,10 @@ float32, on CPU.
   (power iteration with deflation, defaults maxIter=100, tol=1e-3).
 * Tight reference: ``eigsh`` with ``tol=0`` (machine precision) on the float64 model.
 
-Goal: every lossatlas eigenvalue within 1e-3 relative of the reference, and at least 3x faster
-than PyHessian. Both are timed end to end (operator set-up included) after one untimed warm-up
-call each, as the median of ``--repeats`` runs.
+Goal: every lossatlas eigenvalue within 1e-3 relative of the reference, and at least 4x faster
+than PyHessian (issue 12; the issue before it asked for 3x). Both are timed end to end
+(operator set-up included) after one untimed warm-up call each, as the median of
+``--repeats`` runs.
 
     python benchmarks/curvature.py [--repeats 3]
 """
@@ -38,7 +39,7 @@ from lossatlas.params import ParamSpace
 from lossatlas.probes.curvature import HessianOperator, hessian_eigenvalues
 
 K, TOL, SEED = 20, 1e-4, 0
-GOAL_REL_ERR, GOAL_SPEEDUP = 1e-3, 3.0
+GOAL_REL_ERR, GOAL_SPEEDUP = 1e-3, 4.0
 
 
 def trained_model() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:

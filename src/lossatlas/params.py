@@ -23,6 +23,7 @@ keep them fixed, batch them per member, or recompute them at a new point.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -164,6 +165,12 @@ class ParamSpace:
         self.dim: int = offset
         self.fixed_names: tuple[str, ...] = tuple(fixed)
         self.buffer_names: tuple[str, ...] = tuple(name for name, _ in model.named_buffers())
+
+    def replica(self) -> ParamSpace:
+        """The same slots over a deep copy of the model: for another thread, since evaluation
+        loads points into the module it is given."""
+        names = {slot.name for slot in self.slots}
+        return ParamSpace(copy.deepcopy(self.model), wrt=lambda name, _: name in names)
 
     @property
     def spans_all(self) -> bool:

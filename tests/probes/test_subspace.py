@@ -476,3 +476,43 @@ def test_stacked_falls_back_on_negative_labels(data64) -> None:  # type: ignore[
     assert s.meta["strategy"] != "stacked"
     plain = surface(model, (x, y), steps=3, shortcut=False)
     torch.testing.assert_close(s.loss, plain.loss, rtol=1e-12, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- threads
+
+
+@pytest.mark.parametrize(
+    ("strategy", "shortcut", "path"),
+    [("loop", True, "loop"), ("loop", False, "loop"), ("auto", True, "stacked")],
+)
+def test_points_shared_over_threads_equal_one_thread_and_naive(  # type: ignore[no-untyped-def]
+    data64, strategy: str, shortcut: bool, path: str
+) -> None:
+    """The per-point loop and the stacked path share points out over threads of one torch
+    thread each (a replica of the module per thread): the same numbers on 1, 2 and 3."""
+    x, y = data64
+    model = tiny_mlp().double()
+    before = torch.get_num_threads()
+    runs = {}
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            runs[threads] = surface(
+                model,
+                (x, y),
+                steps=7,
+                strategy=strategy,  # type: ignore[arg-type]
+                shortcut=shortcut,
+                memory_budget_mb=0.01,  # a few points per call, so there is work to share
+            )
+    finally:
+        torch.set_num_threads(before)
+    assert runs[3].meta["strategy"] == path and runs[3].meta["threads"] == 3
+    assert "threads" not in runs[1].meta
+    for threads in (2, 3):
+        assert torch.equal(runs[threads].loss, runs[1].loss)
+        assert torch.equal(runs[threads].accuracy, runs[1].accuracy)
+    ref_loss, ref_acc = naive(model, grid_points(runs[3]), x, y)
+    torch.testing.assert_close(runs[3].loss.reshape(-1), ref_loss, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(runs[3].accuracy.reshape(-1), ref_acc)
+    assert torch.equal(ParamSpace(model).flatten(), runs[3].center)  # the module is untouched

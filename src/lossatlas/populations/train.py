@@ -18,14 +18,12 @@ takes every member's rows of every per-sample tensor (:meth:`Batch.rows`).
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -40,6 +38,7 @@ from lossatlas.models.stacked import NotTraceable, StackedProgram
 from lossatlas.optim import HyperParams, make_optimizer, make_schedule
 from lossatlas.params import ParamSpace
 from lossatlas.seeding import derive_seed, make_generator
+from lossatlas.threads import ThreadShares, one_torch_thread, thread_count
 
 __all__ = [
     "METRICS",
@@ -54,8 +53,6 @@ __all__ = [
 
 Engine = Literal["auto", "stacked", "vmap"]
 """How a step is computed: ``stacked`` (traced common models), ``vmap`` (any module), ``auto``."""
-
-_T = TypeVar("_T")
 
 SnapshotFn = Callable[[int, int, torch.Tensor], None]
 """``on_snapshot(index, step, params (K, D))``, called at every snapshot time."""
@@ -373,14 +370,14 @@ def fit_members(
                 space, member_batch_loss_fn(space, adapter), plan.compile, train.member_dims()
             )
         ]
-    runner = _ShareRunner(len(parts))
+    runner = ThreadShares(len(parts))
     # Each share evaluates its own members too, on a copy of the model (evaluate_points
     # loads points into the module it is given).
-    spaces = [space] + [ParamSpace(copy.deepcopy(space.model)) for _ in parts[1:]]
+    spaces = [space] + [space.replica() for _ in parts[1:]]
     # On the stacked engine the main thread between the shares' work stays at one torch
     # thread: on two, its OpenMP workers spin-wait after every small op and take a core
     # from the shares (a step of 16 MLP members took 3.9 ms that way, 2.3 ms without).
-    step_threads = _one_torch_thread if program is not None and len(shares) > 1 else nullcontext
+    step_threads = one_torch_thread if program is not None and len(shares) > 1 else nullcontext
     active = torch.ones(members, 1, dtype=torch.bool, device=params.device)
     done = torch.zeros(members, 1, dtype=torch.bool, device=params.device)
     stopped_at = torch.full((members,), -1, dtype=torch.int64)
@@ -558,37 +555,14 @@ def _stacked_program(
 
 def _member_shares(members: int, device: torch.device) -> list[slice]:
     """Contiguous shares of the members, one per torch thread on CPU (one share elsewhere)."""
-    workers = min(members, torch.get_num_threads()) if device.type == "cpu" else 1
-    bounds = [round(i * members / max(1, workers)) for i in range(workers + 1)]
+    workers = thread_count(device, members)
+    bounds = [round(i * members / workers) for i in range(workers + 1)]
     return [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
 
 def _program_step(program: StackedProgram) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
     """``program``'s step with the vmap step's signature (buffers unused: it has none)."""
     return lambda params, buffers, xb, yb: program.step(params, xb, yb)
-
-
-class _ShareRunner:
-    """Runs ``fn(i)`` for ``i`` in ``range(parts)``, each on a Python thread of one torch thread.
-
-    torch releases the GIL in its kernels, so the parts run side by side, and each part's
-    numbers are those of one thread whatever the core count. One part runs in the caller.
-    """
-
-    def __init__(self, parts: int) -> None:
-        self.parts = parts
-        self.pool = ThreadPoolExecutor(max_workers=parts) if parts > 1 else None
-
-    def map(self, fn: Callable[[int], _T]) -> list[_T]:
-        if self.pool is None:
-            return [fn(0)]
-
-        def one_thread(i: int) -> _T:
-            torch.set_num_threads(1)  # this thread's intra-op pool, however it was started
-            return fn(i)
-
-        futures = [self.pool.submit(one_thread, i) for i in range(self.parts)]
-        return [future.result() for future in futures]  # re-raises a thread's error
 
 
 def _stacked_step(
@@ -600,29 +574,17 @@ def _stacked_step(
     ``grad_transform``); otherwise each share advances on its own (see ``fit_members``).
     """
     steps = [_program_step(StackedProgram(space, loss_fn)) for _ in shares]
-    runner = _ShareRunner(len(shares))
+    runner = ThreadShares(len(shares))
 
     def step(
         params: torch.Tensor, buffers: Any, xb: torch.Tensor, yb: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        with _one_torch_thread():
-            results = runner.map(
-                lambda i: steps[i](params[shares[i]], buffers, xb[shares[i]], yb[shares[i]])
-            )
+        results = runner.map(
+            lambda i: steps[i](params[shares[i]], buffers, xb[shares[i]], yb[shares[i]])
+        )
         return torch.cat([r[0] for r in results]), torch.cat([r[1] for r in results])
 
     return step
-
-
-@contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """torch at one intra-op thread inside, the caller's count restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _vectorised_step(

@@ -57,6 +57,7 @@ from lossatlas.probes._stacked import (
     StackedTail,
     find_stacked_tail,
 )
+from lossatlas.threads import on_threads, thread_count
 
 __all__ = [
     "ACTIVATION_SAFETY",
@@ -387,23 +388,39 @@ class SubspaceEvaluator:
         dtype, device = coefs.dtype, coefs.device
         total_loss = torch.zeros(n_points, dtype=dtype, device=device)
         total_acc = torch.zeros(n_points, dtype=dtype, device=device)
+        calls = [slice(a, min(a + rows, n_points)) for a in range(0, n_points, rows)]
+        # A per-point loop shares its points out over threads of one torch thread each, in
+        # contiguous runs (a stand-in keeps partial sums along the grid's fastest axis), each
+        # on a replica of the evaluated module. Each point's pass is then computed on one
+        # thread whatever the core count. Measured on 2 cores, the 256-wide MLP on 3,600
+        # samples: 1.3-1.7x a loop of passes on two torch threads.
+        workers = thread_count(self.device, len(calls)) if strategy == "loop" else 1
+        if workers > 1:
+            info.extra["threads"] = workers
+        replicas = [space] + [space.replica() for _ in range(workers - 1)]
+        runs = [
+            calls[round(w * len(calls) / workers) : round((w + 1) * len(calls) / workers)]
+            for w in range(workers)
+        ]
         n = 0
         for piece in self.source.stream(self.device, self.dtype, block):
             count = piece.size
             n += count
             info.sample_blocks += 1
             if shortcut is not None:
-                assert isinstance(module, TermStack)
-                module.bind(shortcut.precompute(piece.args[0], base, terms))
+                stack = shortcut.precompute(piece.args[0], base, terms)
+                for replica in replicas:
+                    assert isinstance(replica.model, TermStack)
+                    replica.model.bind(stack)
                 index = torch.arange(count, device=self.device)
                 piece = Batch.read((index, piece.target), piece.adapter)
-            try:
-                for first in range(0, n_points, rows):
-                    sel = slice(first, min(first + rows, n_points))
+
+            def run(w: int, piece: Batch = piece, count: int = count) -> None:
+                for sel in runs[w]:
                     thetas = self._points(base_e, terms_e, coefs[sel])
                     chunk_buffers = {k: v[sel] for k, v in buffers.items()} if batched else buffers
                     loss, acc = evaluate_points(
-                        space,
+                        replicas[w],
                         thetas,
                         piece,
                         buffers=chunk_buffers,
@@ -417,9 +434,16 @@ class SubspaceEvaluator:
                     # evaluate_points gives means over the block; weight blocks by size.
                     total_loss[sel] += loss * count
                     total_acc[sel] += acc * count
+
+            try:
+                if workers > 1:
+                    on_threads(run, range(workers), workers)
+                else:
+                    run(0)
             finally:
-                if isinstance(module, TermStack):
-                    module.bind(None)
+                for replica in replicas:
+                    if isinstance(replica.model, TermStack):
+                        replica.model.bind(None)
         self.info = info
         self.num_samples = n
         return total_loss / n, total_acc / n
@@ -454,7 +478,12 @@ class SubspaceEvaluator:
             int(self.budget // 2 // (2 * ACTIVATION_SAFETY * act)),
             self.budget // 4 // tail_bytes,
         )
-        points = max(1, points)
+        # Blocks of points share out over threads of one torch thread each (every point is
+        # then computed on one thread whatever the core count): at least one block a thread.
+        workers = thread_count(self.device, n_points)
+        points = max(1, min(points, math.ceil(n_points / workers)))
+        if workers > 1:
+            info.extra["threads"] = workers
         info.strategy, info.sample_chunk, info.point_chunk = "stacked", samples, points
 
         dtype, device = coefs.dtype, coefs.device
@@ -482,8 +511,8 @@ class SubspaceEvaluator:
             del maps
             n += piece.size
             info.sample_blocks += 1
-            for lo in range(0, n_points, points):
-                sel = slice(lo, min(lo + points, n_points))
+
+            def run(sel: slice, blocks: list = blocks, width: int = width) -> None:
                 chunk = coefs[sel].to(self.dtype)
                 params = stacked.tail_params(base, terms, chunk)
                 for first, ys, before in blocks:
@@ -492,6 +521,13 @@ class SubspaceEvaluator:
                     )
                     total_loss[sel] += loss.to(dtype)
                     total_hits[sel] += hits.to(dtype)
+
+            chunks = [slice(lo, min(lo + points, n_points)) for lo in range(0, n_points, points)]
+            if workers > 1:
+                on_threads(run, chunks, workers)
+            else:
+                for sel in chunks:
+                    run(sel)
         self.info = info
         self.num_samples = n
         return total_loss / n, total_hits / n

@@ -28,8 +28,6 @@ column is computed as on one thread and the Hessian is the same on any number of
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,8 +38,9 @@ from torch import Tensor
 from lossatlas.models.stacked import NotTraceable, trace_ops
 from lossatlas.models.stacked.ops import Activation, ChannelsLast, Conv1d, Linear, Op
 from lossatlas.params import ParamSlot, ParamSpace
+from lossatlas.threads import on_threads
 
-__all__ = ["ChainHessian", "on_threads"]
+__all__ = ["ChainHessian"]
 
 # Activations whose second derivative the tangent backward pass knows.
 _ACTIVATIONS = ("relu", "tanh")
@@ -309,16 +308,3 @@ def _layer(op: Op, op_index: int, columns: Tensor, rows: Tensor) -> _Layer:
         outputs = torch.cat([outputs, units])
         features = torch.cat([features, torch.full_like(units, width)])
     return _Layer(op_index, columns, outputs, features, rows)
-
-
-def on_threads(run: Callable[[Any], None], blocks: list[Any], workers: int) -> None:
-    """``run`` every block on ``workers`` Python threads of one torch thread each (the count
-    is restored); the pool hands blocks out in order, so threads stay busy to the end."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for done in [pool.submit(run, block) for block in blocks]:
-                done.result()  # re-raises a thread's error here
-    finally:
-        torch.set_num_threads(threads)

@@ -46,9 +46,10 @@ from lossatlas.data.adapter import train_tensors
 from lossatlas.evaluate import LossFn
 from lossatlas.models.stacked import NotTraceable
 from lossatlas.params import ParamSpace
-from lossatlas.probes.curvature._chain import ChainHessian, on_threads
+from lossatlas.probes.curvature._chain import ChainHessian
 from lossatlas.probes.curvature._head import Head, find_head, head_block
 from lossatlas.probes.curvature.operator import DENSE_MAX_DIM, HessianOperator, eval_mode
+from lossatlas.threads import on_threads
 
 __all__ = ["DENSE_MEMORY_BYTES", "DenseEngine", "dense_hessian", "hessian_spectrum"]
 

@@ -496,6 +496,7 @@ def fit_members(
             if bool((done | ~active).all()):
                 break
 
+    runner.close()
     diverged = ~active.reshape(-1).cpu()
     return Population(
         space=space,

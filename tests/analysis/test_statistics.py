@@ -144,12 +144,32 @@ def test_equal_lag_contrast_separates_blocks_from_decay() -> None:
     assert equal_lag_contrast(block, 5) == pytest.approx(0.8)
 
 
-def test_permutations_never_return_the_identity_and_control_is_seeded() -> None:
+def test_permutations_draw_every_order_and_control_is_seeded() -> None:
     rng = np.random.default_rng(0)
-    assert all(permuted([1, 2], rng) == [2, 1] for _ in range(20))
+    draws = [tuple(permuted([1, 2, 3], rng)) for _ in range(600)]
+    counts = {order: draws.count(order) for order in set(draws)}
+    assert len(counts) == 6 and min(counts.values()) > 60  # the identity too, ~100 each
     items = [[1.0, 2.0, 3.0, 4.0]] * 3
     a = permutation_control("perm", items, rank_slope, 0.0, "above", seed=3)
     b = permutation_control("perm", items, rank_slope, 0.0, "above", seed=3)
     assert a == b
     low, high = a.details["null_95"]
     assert low < 0 < high  # the null of a slope is centred on 0
+
+
+def test_a_two_setting_trend_cannot_beat_its_permutation_null() -> None:
+    """Two settings x three replicates: the permutation null holds the observed labelling
+    (each replicate's sign flips or not, 8 equally likely means), so a slope that every
+    replicate shares by chance is not beyond it. The negative control of the defect: a null
+    without the identity was the observed slope reversed, and the claim held."""
+    items = [[1.0, 1.3], [2.0, 2.31], [0.5, 0.79]]  # every replicate rises, by whatever cause
+    slopes = [rank_slope(pair) for pair in items]
+    null = permutation_control("perm", items, rank_slope, 0.0, "above", seed=0)
+    assert null.details["null_95"][1] == pytest.approx(float(np.mean(slopes)))
+    assert decide(slopes, 0.0, "above", "slope").verdict == "holds"  # the interval alone
+    assert decide(slopes, 0.0, "above", "slope", control=null).verdict == "inconclusive"
+    # Positive control: four settings, the same rise in every replicate, beat their null.
+    rising = [[1.0, 1.3, 1.6, 1.9], [2.0, 2.2, 2.45, 2.6], [0.5, 0.9, 1.2, 1.6]]
+    null = permutation_control("perm", rising, rank_slope, 0.0, "above", seed=0)
+    trend = [rank_slope(values) for values in rising]
+    assert decide(trend, 0.0, "above", "slope", control=null).verdict == "holds"

@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, fields
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -472,9 +473,7 @@ def fit_members(
             for batch in range(steps_per_epoch):
                 index = orders[:, batch * plan.batch_size : (batch + 1) * plan.batch_size]
                 factor = schedule(step)
-                runner.map(
-                    lambda i, step=step, index=index, factor=factor: advance(i, index, step, factor)
-                )
+                runner.map(partial(advance, index=index, step=step, lr_factor=factor))
                 step += 1
                 if (
                     snapshotting

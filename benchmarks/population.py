@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from _scaling import HERE, load, loglog_slope, save_curves, table
+from lossatlas.allocator import steady_allocator
 from lossatlas.config import DataConfig, ModelConfig
 from lossatlas.data import load_dataset
 from lossatlas.models import build_model
@@ -164,9 +165,16 @@ def main() -> None:
     parser.add_argument("--members", type=int, nargs="*", default=[1, 2, 4, 8, 16, 32, 64])
     args = parser.parse_args()
 
+    # As the CLI does (lossatlas.allocator): without it, this machine's processes were
+    # bimodal (the cnn1d population 1.8-2.9 s in some, 1.5-1.8 s in others). Both arms run in
+    # this process, so the loop gets the same heap.
+    steady = steady_allocator()
     data = load_dataset(DataConfig(name="mnist1d", val_fraction=0.0))
     x, y = data.split("train")
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {load()}")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"steady allocator {steady}, {load()}"
+    )
     for name in args.models:
         compare(name, x, y, args.repeats, args.compile)
     if args.members:

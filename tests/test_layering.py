@@ -19,7 +19,7 @@ PACKAGE = Path(lossatlas.__file__).resolve().parent
 
 # Lowest first. A module may import modules of its own layer or of lower layers, never higher.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "seeding", "config", "runtime", "faults", "location", "threads"),
+    ("errors", "seeding", "config", "runtime", "faults", "location", "threads", "allocator"),
     ("data", "models", "params", "optim", "checkpoint", "evaluate", "batchnorm"),
     ("store", "backends", "chunks", "listing", "provenance", "lock", "verify", "claims"),
     ("populations",),

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lossatlas.allocator import steady_allocator
 from lossatlas.config import load_config
 from lossatlas.errors import ConfigError, LossAtlasError
 
@@ -716,6 +717,7 @@ def verify(
 
 def main() -> None:
     """Console-script entry point."""
+    steady_allocator()
     app(prog_name="lossatlas")
 
 

@@ -34,9 +34,11 @@ def _child(
     conn: Connection, parent: int, threads: int, fn: Callable[..., Any], args: tuple[Any, ...]
 ) -> None:
     die_with(parent)
+    from lossatlas.allocator import steady_allocator
     from lossatlas.runtime import apply_threads
 
     apply_threads(threads)
+    steady_allocator()
     try:
         answer: tuple[str, Any] = ("ok", fn(*args))
     except BaseException as exc:  # everything goes back to the parent, which decides

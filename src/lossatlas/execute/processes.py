@@ -75,9 +75,11 @@ def default_workers(threads: int) -> int:
 def _start_worker(threads: int, parent: int) -> None:
     die_with(parent)  # a driver killed outright takes its workers with it
     # Imported here: the parent need not pay for torch before a unit needs it.
+    from lossatlas.allocator import steady_allocator
     from lossatlas.runtime import apply_threads
 
     apply_threads(threads)
+    steady_allocator()
 
 
 def _pool(workers: int, threads: int) -> ProcessPoolExecutor:

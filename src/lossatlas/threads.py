@@ -16,6 +16,7 @@ spin-wait after every op it runs and take a core from the workers.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from typing import TypeVar
 
 import torch
 
-__all__ = ["ThreadShares", "on_threads", "one_torch_thread", "thread_count"]
+__all__ = ["ThreadShares", "even_shares", "on_threads", "one_torch_thread", "thread_count"]
 
 _T = TypeVar("_T")
 _B = TypeVar("_B")
@@ -35,6 +36,17 @@ def thread_count(device: torch.device, work: int) -> int:
     if device.type != "cpu":
         return 1
     return max(1, min(work, torch.get_num_threads()))
+
+
+def even_shares(count: int, shares: int) -> list[slice]:
+    """``range(count)`` cut into ``shares`` contiguous slices of near-equal length."""
+    bounds = [round(i * count / shares) for i in range(shares + 1)]
+    return [slice(a, b) for a, b in itertools.pairwise(bounds)]
+
+
+def _on_one_thread(fn: Callable[[_B], _T], arg: _B) -> _T:
+    torch.set_num_threads(1)  # this thread's intra-op pool, however it was started
+    return fn(arg)
 
 
 @contextmanager
@@ -63,13 +75,8 @@ class ThreadShares:
         """``[fn(0), ..., fn(shares - 1)]``; a thread's error is raised here."""
         if self.pool is None:
             return [fn(0)]
-
-        def one_thread(i: int) -> _T:
-            torch.set_num_threads(1)  # this thread's intra-op pool, however it was started
-            return fn(i)
-
         with one_torch_thread():
-            futures = [self.pool.submit(one_thread, i) for i in range(self.shares)]
+            futures = [self.pool.submit(_on_one_thread, fn, i) for i in range(self.shares)]
             return [future.result() for future in futures]
 
     def close(self) -> None:
@@ -81,12 +88,10 @@ def on_threads(run: Callable[[_B], _T], blocks: Sequence[_B], workers: int) -> l
     """``run`` every block on ``workers`` threads of one torch thread each; results in order.
 
     The pool hands blocks out in order, so the threads stay busy to the end. A thread's error
-    is raised here.
+    is raised here. With one worker the blocks run in the caller, at its thread count.
     """
-
-    def one_thread(block: _B) -> _T:
-        torch.set_num_threads(1)
-        return run(block)
-
+    if workers <= 1:
+        return [run(block) for block in blocks]
     with one_torch_thread(), ThreadPoolExecutor(max_workers=workers) as pool:
-        return [done.result() for done in [pool.submit(one_thread, block) for block in blocks]]
+        futures = [pool.submit(_on_one_thread, run, block) for block in blocks]
+        return [done.result() for done in futures]

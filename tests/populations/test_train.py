@@ -241,7 +241,7 @@ def test_default_engine_does_not_depend_on_the_thread_count() -> None:
     """Ray workers run one thread each: the default engine must give the driver's numbers.
 
     On the stacked engine each share of the members trains and evaluates on a thread of its
-    own; 5 members on 1, 2 and 3 threads are shared out 5, 3 + 2 and 2 + 1 + 2. Member 3's
+    own; 5 members on 1, 2 and 3 threads are shared out 5, 2 + 3 and 2 + 1 + 2. Member 3's
     learning rate makes it diverge, and it must be frozen the same way whatever its share.
     """
     gen = torch.Generator().manual_seed(0)

@@ -18,7 +18,6 @@ takes every member's rows of every per-sample tensor (:meth:`Batch.rows`).
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
@@ -39,7 +38,7 @@ from lossatlas.models.stacked import NotTraceable, StackedProgram
 from lossatlas.optim import HyperParams, make_optimizer, make_schedule
 from lossatlas.params import ParamSpace
 from lossatlas.seeding import derive_seed, make_generator
-from lossatlas.threads import ThreadShares, one_torch_thread, thread_count
+from lossatlas.threads import ThreadShares, even_shares, one_torch_thread, thread_count
 
 __all__ = [
     "METRICS",
@@ -564,9 +563,7 @@ def _stacked_program(
 
 def _member_shares(members: int, device: torch.device) -> list[slice]:
     """Contiguous shares of the members, one per torch thread on CPU (one share elsewhere)."""
-    workers = thread_count(device, members)
-    bounds = [round(i * members / workers) for i in range(workers + 1)]
-    return [slice(a, b) for a, b in itertools.pairwise(bounds)]
+    return even_shares(members, thread_count(device, members))
 
 
 def _program_step(program: StackedProgram) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:

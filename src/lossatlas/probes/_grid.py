@@ -57,7 +57,7 @@ from lossatlas.probes._stacked import (
     StackedTail,
     find_stacked_tail,
 )
-from lossatlas.threads import on_threads, thread_count
+from lossatlas.threads import even_shares, on_threads, thread_count
 
 __all__ = [
     "ACTIVATION_SAFETY",
@@ -398,10 +398,7 @@ class SubspaceEvaluator:
         if workers > 1:
             info.extra["threads"] = workers
         replicas = [space] + [space.replica() for _ in range(workers - 1)]
-        runs = [
-            calls[round(w * len(calls) / workers) : round((w + 1) * len(calls) / workers)]
-            for w in range(workers)
-        ]
+        runs = [calls[share] for share in even_shares(len(calls), workers)]
         n = 0
         for piece in self.source.stream(self.device, self.dtype, block):
             count = piece.size
@@ -436,10 +433,7 @@ class SubspaceEvaluator:
                     total_acc[sel] += acc * count
 
             try:
-                if workers > 1:
-                    on_threads(run, range(workers), workers)
-                else:
-                    run(0)
+                on_threads(run, range(workers), workers)
             finally:
                 for replica in replicas:
                     if isinstance(replica.model, TermStack):
@@ -523,11 +517,7 @@ class SubspaceEvaluator:
                     total_hits[sel] += hits.to(dtype)
 
             chunks = [slice(lo, min(lo + points, n_points)) for lo in range(0, n_points, points)]
-            if workers > 1:
-                on_threads(run, chunks, workers)
-            else:
-                for sel in chunks:
-                    run(sel)
+            on_threads(run, chunks, workers)
         self.info = info
         self.num_samples = n
         return total_loss / n, total_hits / n
